@@ -1,0 +1,69 @@
+"""loramem: parametric memory for LLM applications.
+
+Knowledge (facts, documents) is written into LoRA adapters on a Hugging Face causal LM and read back by
+generating with the right adapter active::
+
+    from loramem import KnowledgeMemory, Fact
+    mem = KnowledgeMemory.open("./mem")
+    mem.write([Fact("Dr. Alma Vance", "phone number", "555-201-7733")], namespace="contacts")
+    print(mem.ask("What is the phone number of Dr. Alma Vance?", namespace="contacts"))
+
+``import loramem`` is fast: torch, transformers and peft load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Answer": "types",
+    "BaseModelMismatchError": "store",
+    "CorruptModuleError": "store",
+    "Document": "types",
+    "Example": "types",
+    "Fact": "types",
+    "KnowledgeMemory": "memory",
+    "LoraSpec": "config",
+    "ModelConfig": "config",
+    "ModuleInfo": "store",
+    "ModuleStore": "store",
+    "ReadConfig": "config",
+    "Reader": "types",
+    "StoreBusyError": "store",
+    "StoreError": "store",
+    "StoreSchemaError": "store",
+    "SynthConfig": "config",
+    "TrainConfig": "config",
+    "WriteReport": "types",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+if TYPE_CHECKING:
+    from .config import LoraSpec, ModelConfig, ReadConfig, SynthConfig, TrainConfig
+    from .memory import KnowledgeMemory
+    from .store import (
+        BaseModelMismatchError,
+        CorruptModuleError,
+        ModuleInfo,
+        ModuleStore,
+        StoreBusyError,
+        StoreError,
+        StoreSchemaError,
+    )
+    from .types import Answer, Document, Example, Fact, Reader, WriteReport
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'loramem' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,180 @@
+"""Configuration: one dataclass per concept, validated on construction, round-tripping to JSON.
+
+Every field's help lives once, in the field's ``metadata["help"]``; the CLI and the docs read it from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T", bound="_Config")
+
+Format = Literal["qa", "rewrite", "original", "summary"]
+FORMATS: tuple[str, ...] = ("qa", "rewrite", "original", "summary")
+TargetSet = Literal["all-linear", "attention", "mlp"]
+TARGET_SETS: tuple[str, ...] = ("all-linear", "attention", "mlp")
+
+
+def _help(text: str, **kw: Any) -> Any:
+    return field(metadata={"help": text}, **kw)
+
+
+def _expect(ok: bool, name: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ValueError(f"{name}: expected {expected}, got {got!r}")
+
+
+class _Config:
+    """JSON round-trip shared by every config dataclass."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown fields {unknown}; valid fields are {sorted(names)}")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls: type[T], text: str) -> T:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+
+@dataclass
+class ModelConfig(_Config):
+    name: str = _help(
+        "Base causal LM: an alias (see loramem.models.ALIASES), a local Hugging Face folder, or a hub id.",
+        default="smollm2-135m",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = _help(
+        "Weights dtype. float32 is the fast path on CPUs.", default="float32"
+    )
+    trust_remote_code: bool = _help("Run code shipped with a hub model. Off: never trust it by default.", default=False)
+    system_prompt: str = _help(
+        "System turn used for every training example and question (empty keeps the prompt short).", default=""
+    )
+
+    def __post_init__(self) -> None:
+        _expect(isinstance(self.name, str) and bool(self.name.strip()), "name", "a non-empty string", self.name)
+        _expect(self.dtype in ("float32", "bfloat16", "float16"), "dtype", "float32|bfloat16|float16", self.dtype)
+
+
+@dataclass
+class LoraSpec(_Config):
+    r: int = _help("LoRA rank. Low ranks store the most knowledge per parameter.", default=16)
+    alpha: float | None = _help("LoRA alpha; None means alpha = r (the paper's setting).", default=None)
+    dropout: float = _help("LoRA dropout. 0 for memorisation: we want the facts, not robustness.", default=0.0)
+    target: str | tuple[str, ...] = _help(
+        "Which linear layers get adapters: 'all-linear', 'attention', 'mlp', or explicit module names.",
+        default="all-linear",
+    )
+    layers: tuple[int, int] | None = _help(
+        "Half-open layer range [start, stop) to adapt; None adapts every layer.", default=None
+    )
+    use_rslora: bool = _help("Rank-stabilised scaling alpha/sqrt(r).", default=False)
+    use_dora: bool = _help("Weight-decomposed LoRA (DoRA).", default=False)
+    init: Literal["default", "pissa"] = _help(
+        "Adapter initialisation. 'pissa' trains from the principal components and is saved as a plain "
+        "LoRA of rank 2r on the unchanged base.",
+        default="default",
+    )
+
+    def __post_init__(self) -> None:
+        _expect(isinstance(self.r, int) and self.r >= 1, "r", "an int >= 1", self.r)
+        _expect(self.alpha is None or self.alpha > 0, "alpha", "None or > 0", self.alpha)
+        _expect(0.0 <= self.dropout < 1.0, "dropout", "a float in [0, 1)", self.dropout)
+        if isinstance(self.target, str):
+            _expect(self.target in TARGET_SETS, "target", f"one of {TARGET_SETS} or a list of names", self.target)
+        else:
+            _expect(
+                len(self.target) > 0 and all(isinstance(t, str) for t in self.target),
+                "target",
+                "a non-empty list of module names",
+                self.target,
+            )
+        if self.layers is not None:
+            self.layers = tuple(self.layers)  # type: ignore[assignment]
+            _expect(
+                len(self.layers) == 2 and 0 <= self.layers[0] < self.layers[1],
+                "layers",
+                "(start, stop) with 0 <= start < stop",
+                self.layers,
+            )
+        _expect(self.init in ("default", "pissa"), "init", "'default' or 'pissa'", self.init)
+        _expect(not (self.init == "pissa" and self.use_dora), "init", "not 'pissa' together with DoRA", self.init)
+
+    @property
+    def lora_alpha(self) -> float:
+        return float(self.r if self.alpha is None else self.alpha)
+
+
+@dataclass
+class SynthConfig(_Config):
+    formats: tuple[str, ...] = _help(
+        "Training formats to synthesise: any of qa, rewrite, original, summary (summary needs an LLM synthesizer).",
+        default=("qa",),
+    )
+    qa_paraphrases: int = _help("Question paraphrases per fact (the canonical question is always one).", default=3)
+    max_cloze_per_sentence: int = _help("Rule-based cloze questions per document sentence.", default=2)
+    seed: int = _help("Seed for paraphrase choice.", default=0)
+
+    def __post_init__(self) -> None:
+        self.formats = tuple(self.formats)
+        _expect(len(self.formats) > 0, "formats", "at least one format", self.formats)
+        for f in self.formats:
+            _expect(f in FORMATS, "formats", f"each one of {FORMATS}", f)
+        _expect(self.qa_paraphrases >= 1, "qa_paraphrases", "an int >= 1", self.qa_paraphrases)
+        _expect(self.max_cloze_per_sentence >= 0, "max_cloze_per_sentence", "an int >= 0", self.max_cloze_per_sentence)
+
+
+@dataclass
+class TrainConfig(_Config):
+    lr: float = _help("Peak learning rate (AdamW, linear warm-up, then constant).", default=2e-3)
+    warmup_steps: int = _help("Linear warm-up steps.", default=5)
+    weight_decay: float = _help("AdamW weight decay.", default=0.0)
+    max_steps: int = _help("Step cap: training stops here even below the target recall.", default=600)
+    target_recall: float = _help(
+        "Stop once this share of the written items is recalled exactly (greedy).", default=0.95
+    )
+    eval_every: int = _help("Optimizer steps between recall checks (0 = once per epoch).", default=0)
+    min_epochs: int = _help("Epochs to train before the first recall check.", default=2)
+    seq_len: int = _help("Length of one packed row, in tokens.", default=256)
+    batch_tokens: int = _help("Tokens per optimizer step (rows of seq_len packed with whole examples).", default=1024)
+    seed: int = _help("Seed for adapter init and data order: the same seed gives the same module.", default=0)
+    progress: bool = _help("Show a progress bar.", default=True)
+
+    def __post_init__(self) -> None:
+        _expect(self.lr > 0, "lr", "> 0", self.lr)
+        _expect(self.max_steps >= 1, "max_steps", "an int >= 1", self.max_steps)
+        _expect(0.0 < self.target_recall <= 1.0, "target_recall", "a float in (0, 1]", self.target_recall)
+        _expect(self.seq_len >= 16, "seq_len", "an int >= 16", self.seq_len)
+        _expect(self.batch_tokens >= self.seq_len, "batch_tokens", f">= seq_len ({self.seq_len})", self.batch_tokens)
+        _expect(self.eval_every >= 0, "eval_every", "an int >= 0", self.eval_every)
+        _expect(self.min_epochs >= 0, "min_epochs", "an int >= 0", self.min_epochs)
+        _expect(self.warmup_steps >= 0, "warmup_steps", "an int >= 0", self.warmup_steps)
+
+
+@dataclass
+class ReadConfig(_Config):
+    max_new_tokens: int = _help("Longest answer generated.", default=48)
+    batch_size: int = _help("Questions per generation batch.", default=32)
+    progress: bool = _help("Show a progress bar on batched reads of more than one batch.", default=True)
+
+    def __post_init__(self) -> None:
+        _expect(self.max_new_tokens >= 1, "max_new_tokens", "an int >= 1", self.max_new_tokens)
+        _expect(self.batch_size >= 1, "batch_size", "an int >= 1", self.batch_size)

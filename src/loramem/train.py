@@ -1,0 +1,328 @@
+"""The LoRA write loop: pack examples, train one adapter on the frozen base, stop at the target recall.
+
+Why it is shaped this way (CPU throughput is the budget):
+  * Examples are packed whole into rows of ``seq_len`` tokens (first-fit decreasing), with position ids that
+    restart at every example. With no attention mask, transformers turns the restarting positions into a
+    block-diagonal causal mask, so packed examples never see each other and no padding is computed.
+  * Loss is on answer tokens only, and the LM head (49k x 576 for SmolLM2, a fifth of the model) runs only on
+    the positions that carry loss, instead of on every position as ``labels=`` would.
+  * Recall is checked by teacher forcing: an answer is recalled iff the argmax at every answer position is the
+    answer's next token, which is exactly "greedy decoding reproduces it". One forward pass, no generation.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .config import LoraSpec, TrainConfig
+from .prompts import PromptFormat
+from .types import Example
+
+Encoded = tuple[list[int], list[bool]]
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [B, L]
+    position_ids: torch.Tensor  # [B, L], restarting at 0 for every packed example
+    loss_mask: torch.Tensor  # [B, L] bool: token t is a target (predicted from position t-1)
+    example_index: torch.Tensor  # [B, L] which example each token belongs to (-1 for padding)
+    real_tokens: int
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs: float
+    tokens_trained: int
+    recall: float
+    reached_target: bool
+    train_seconds: float
+    eval_seconds: float
+    padding_fraction: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_trained / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+def encode_all(examples: Sequence[Example], prompt: PromptFormat, seq_len: int) -> list[Encoded]:
+    """Tokenise; plain texts longer than a row are cut into row-sized windows, long prompts lose their head."""
+    out: list[Encoded] = []
+    for ex in examples:
+        ids, mask = prompt.encode(ex)
+        if len(ids) <= seq_len:
+            out.append((ids, mask))
+        elif ex.prompt is None:
+            for i in range(0, len(ids), seq_len):
+                piece_ids, piece_mask = ids[i : i + seq_len], mask[i : i + seq_len]
+                if len(piece_ids) > 1:
+                    out.append((piece_ids, [False] + piece_mask[1:]))
+        else:
+            out.append((ids[-seq_len:], mask[-seq_len:]))
+    return out
+
+
+def pack(encoded: Sequence[Encoded], order: Sequence[int], seq_len: int) -> list[list[int]]:
+    """First-fit decreasing bin packing of examples (by index) into rows of at most seq_len tokens."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(order, key=lambda j: -len(encoded[j][0])):
+        n = len(encoded[i][0])
+        for r, free in enumerate(room):
+            if n <= free:
+                rows[r].append(i)
+                room[r] -= n
+                break
+        else:
+            rows.append([i])
+            room.append(seq_len - n)
+    return rows
+
+
+def collate(encoded: Sequence[Encoded], rows: Sequence[list[int]], pad_id: int) -> Batch:
+    length = max(sum(len(encoded[i][0]) for i in row) for row in rows)
+    B = len(rows)
+    input_ids = torch.full((B, length), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((B, length), dtype=torch.long)
+    loss_mask = torch.zeros((B, length), dtype=torch.bool)
+    example_index = torch.full((B, length), -1, dtype=torch.long)
+    real = 0
+    for b, row in enumerate(rows):
+        t = 0
+        for i in row:
+            ids, mask = encoded[i]
+            n = len(ids)
+            input_ids[b, t : t + n] = torch.tensor(ids)
+            position_ids[b, t : t + n] = torch.arange(n)
+            loss_mask[b, t : t + n] = torch.tensor(mask)
+            example_index[b, t : t + n] = i
+            t += n
+        real += t
+        # The tail (if any) is one more "example" of padding; its positions restart so it stays masked off.
+        position_ids[b, t:] = torch.arange(length - t)
+    return Batch(input_ids, position_ids, loss_mask, example_index, real)
+
+
+def _targets(model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hidden states at the positions that predict an answer token, those tokens, and their example ids."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder()
+    # attention_mask=None + restarting position_ids -> transformers builds the block-diagonal packed mask.
+    hidden = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
+    select = batch.loss_mask[:, 1:]  # [B, L-1]: token t+1 is a target, predicted from position t
+    h = hidden[:, :-1][select]  # [n, H]
+    targets = batch.input_ids[:, 1:][select]  # [n]
+    owners = batch.example_index[:, 1:][select]  # [n]
+    return h, targets, owners
+
+
+def _head(model: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    assert head is not None, "causal LM without output embeddings"
+    return head  # type: ignore[no-any-return]
+
+
+def loss_on_batch(model: Any, batch: Batch) -> torch.Tensor:
+    h, targets, _ = _targets(model, batch)
+    logits = _head(model)(h).float()  # [n, V]: only answer positions go through the LM head
+    return F.cross_entropy(logits, targets)
+
+
+@torch.no_grad()
+def exact_recall(model: Any, encoded: Sequence[Encoded], seq_len: int, batch_tokens: int, pad_id: int) -> list[bool]:
+    """Per example: does greedy decoding reproduce its whole answer? (teacher-forced argmax check)"""
+    if not encoded:
+        return []
+    was_training = model.training
+    model.eval()
+    wrong = torch.zeros(len(encoded), dtype=torch.long)
+    rows = pack(encoded, range(len(encoded)), seq_len)
+    per_step = max(1, batch_tokens // seq_len) * 2  # no backward: bigger batches fit
+    for s in range(0, len(rows), per_step):
+        batch = collate(encoded, rows[s : s + per_step], pad_id)
+        h, targets, owners = _targets(model, batch)
+        preds = _head(model)(h).argmax(-1)
+        wrong.index_add_(0, owners, (preds != targets).long())
+    model.train(was_training)
+    return (wrong == 0).tolist()
+
+
+def count_knowledge_tokens(examples: Sequence[Example], prompt: PromptFormat) -> int:
+    """Tokens of knowledge held: the answer tokens of the probe questions (what must be recalled)."""
+    total = 0
+    for ex in examples:
+        if ex.probe:
+            total += len(prompt.tokenizer(ex.completion, add_special_tokens=False)["input_ids"])
+    return total
+
+
+def train(
+    model: Any,
+    prompt: PromptFormat,
+    examples: Sequence[Example],
+    config: TrainConfig,
+    *,
+    adapter_name: str,
+    desc: str = "write",
+) -> TrainResult:
+    """Train the active adapter ``adapter_name`` of a PeftModel on ``examples`` until recall or the step cap."""
+    train_set = [e for e in examples if e.format != "probe"]
+    probes = [e for e in examples if e.probe]
+    if not train_set:
+        raise ValueError("nothing to train on: the synthesizer produced no training examples")
+    enc = encode_all(train_set, prompt, config.seq_len)
+    probe_enc = encode_all(probes, prompt, config.seq_len)
+    pad_id = prompt.tokenizer.pad_token_id if prompt.tokenizer.pad_token_id is not None else 0
+
+    params = [p for n, p in model.named_parameters() if p.requires_grad]
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert params and all(f".{adapter_name}." in n or n.endswith(f".{adapter_name}") for n in names), names[:3]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
+
+    rng = random.Random(config.seed)
+    rows_per_step = max(1, config.batch_tokens // config.seq_len)
+    epoch_tokens = sum(len(ids) for ids, _ in enc)
+    steps = tokens = 0
+    train_s = eval_s = 0.0
+    padded = 0
+    recall, reached = 0.0, False
+    history: list[dict[str, float]] = []
+    est_steps_per_epoch = max(1, math.ceil(epoch_tokens / config.batch_tokens))
+
+    def check() -> float:
+        nonlocal eval_s
+        t0 = time.perf_counter()
+        hits = exact_recall(model, probe_enc, config.seq_len, config.batch_tokens, pad_id)
+        eval_s += time.perf_counter() - t0
+        return sum(hits) / len(hits) if hits else 1.0
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=config.max_steps, desc=desc, unit="step", disable=not config.progress, leave=False)
+    model.train()
+    epoch = 0
+    try:
+        while steps < config.max_steps and not reached:
+            order = list(range(len(enc)))
+            rng.shuffle(order)
+            rows = pack(enc, order, config.seq_len)
+            rng.shuffle(rows)
+            for s in range(0, len(rows), rows_per_step):
+                batch = collate(enc, rows[s : s + rows_per_step], pad_id)
+                t0 = time.perf_counter()
+                loss = loss_on_batch(model, batch)
+                loss.backward()
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                train_s += time.perf_counter() - t0
+                steps += 1
+                tokens += batch.real_tokens
+                padded += batch.input_ids.numel() - batch.real_tokens
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", recall=f"{recall:.0%}")
+                history.append({"step": steps, "loss": float(loss.item())})
+                if config.eval_every and steps % config.eval_every == 0 and epoch + 1 >= config.min_epochs:
+                    recall = check()
+                    history[-1]["recall"] = recall
+                    reached = recall >= config.target_recall
+                if reached or steps >= config.max_steps:
+                    break
+            epoch += 1
+            if not config.eval_every and not reached and epoch >= config.min_epochs:
+                recall = check()
+                history[-1]["recall"] = recall
+                reached = recall >= config.target_recall
+                bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", recall=f"{recall:.0%}")
+        if not history or "recall" not in history[-1]:
+            recall = check()
+            reached = recall >= config.target_recall
+    finally:
+        bar.close()
+        model.eval()
+    return TrainResult(
+        steps=steps,
+        epochs=steps / est_steps_per_epoch,
+        tokens_trained=tokens,
+        recall=recall,
+        reached_target=reached,
+        train_seconds=train_s,
+        eval_seconds=eval_s,
+        padding_fraction=padded / max(1, padded + tokens),
+        history=history,
+    )
+
+
+# --- adapter construction ------------------------------------------------------------------------------------
+
+_ATTN_HINTS = ("attn", "attention")
+_MLP_HINTS = ("mlp", "feed_forward", "ffn")
+
+
+def target_modules(model: Any, spec: LoraSpec) -> str | list[str]:
+    """Leaf names of the linear layers a LoraSpec targets in this architecture."""
+    if not isinstance(spec.target, str):
+        return list(spec.target)
+    if spec.target == "all-linear":
+        return "all-linear"
+    hints = _ATTN_HINTS if spec.target == "attention" else _MLP_HINTS
+    leaves: set[str] = set()
+    every: set[str] = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and "lm_head" not in name:
+            parent, _, leaf = name.rpartition(".")
+            every.add(leaf)
+            if any(h in parent.rsplit(".", 1)[-1].lower() for h in hints):
+                leaves.add(leaf)
+    if not leaves:
+        raise ValueError(
+            f"target {spec.target!r} matches no linear layer in {type(model).__name__}; linear layers: {sorted(every)}"
+        )
+    return sorted(leaves)
+
+
+def peft_config(model: Any, spec: LoraSpec) -> Any:
+    from peft import LoraConfig
+
+    kwargs: dict[str, Any] = {}
+    if spec.layers is not None:
+        kwargs["layers_to_transform"] = list(range(*spec.layers))
+    return LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=spec.dropout,
+        target_modules=target_modules(model, spec),
+        use_rslora=spec.use_rslora,
+        use_dora=spec.use_dora,
+        init_lora_weights="pissa" if spec.init == "pissa" else True,
+        task_type="CAUSAL_LM",
+        **kwargs,
+    )
+
+
+def pissa_to_lora(trained: dict[str, torch.Tensor], initial: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Turn a PiSSA adapter into a plain LoRA of rank 2r that applies to the *original* base weights.
+
+    PiSSA trains on W_res = W - s*B0@A0. So W_res + s*B@A = W + s*(B@A - B0@A0) = W + s*[B, -B0] @ [A; A0].
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in trained.items():
+        if "lora_A" in key:
+            out[key] = torch.cat([value, initial[key]], dim=0)
+        elif "lora_B" in key:
+            out[key] = torch.cat([value, -initial[key]], dim=1)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,200 @@
+"""The data that flows through loramem: knowledge items in, training examples, answers and reports out.
+
+Items have stable content ids: the same fact written twice is the same item, whatever its metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, Union, runtime_checkable
+
+
+def _content_id(prefix: str, payload: dict[str, Any]) -> str:
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return f"{prefix}-{hashlib.sha256(blob).hexdigest()[:16]}"
+
+
+def _nonempty(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name}: expected a non-empty string, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A (subject, relation, object) triple, e.g. ("Dr. Alma Vance", "phone number", "555-201-7733").
+
+    ``question`` overrides the canonical question ("What is the {relation} of {subject}?") and ``answer``
+    the canonical answer (the object). Both take ``{subject}``, ``{relation}``, ``{object}`` placeholders.
+    """
+
+    subject: str
+    relation: str
+    object: str
+    question: str | None = None
+    answer: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        for name in ("subject", "relation", "object"):
+            _nonempty(name, getattr(self, name))
+        if self.question is not None:
+            _nonempty("question", self.question)
+        if self.answer is not None:
+            _nonempty("answer", self.answer)
+
+    @property
+    def id(self) -> str:
+        return _content_id(
+            "fact",
+            {"s": self.subject, "r": self.relation, "o": self.object, "q": self.question, "a": self.answer},
+        )
+
+    def fill(self, template: str) -> str:
+        return template.format(subject=self.subject, relation=self.relation, object=self.object)
+
+    @property
+    def canonical_question(self) -> str:
+        return self.fill(self.question) if self.question else f"What is the {self.relation} of {self.subject}?"
+
+    @property
+    def canonical_answer(self) -> str:
+        return self.fill(self.answer) if self.answer else self.object
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"subject": self.subject, "relation": self.relation, "object": self.object}
+        if self.question:
+            out["question"] = self.question
+        if self.answer:
+            out["answer"] = self.answer
+        if self.metadata:
+            out["metadata"] = self.metadata
+        return out
+
+
+@dataclass(frozen=True)
+class Document:
+    """Free text (a note, an article, a chat transcript). ``title`` helps questions name their source."""
+
+    text: str
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        _nonempty("text", self.text)
+
+    @property
+    def id(self) -> str:
+        return _content_id("doc", {"t": self.text, "title": self.title})
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text}
+        if self.title:
+            out["title"] = self.title
+        if self.metadata:
+            out["metadata"] = self.metadata
+        return out
+
+
+Item = Union[Fact, Document]
+
+
+def item_from_dict(data: Any) -> Item:
+    """Build a Fact (subject/relation/object keys) or a Document (text key) from a JSON object."""
+    if not isinstance(data, dict):
+        raise TypeError(f"expected a JSON object, got {type(data).__name__}: {data!r:.80}")
+    if "text" in data:
+        return Document(text=data["text"], title=data.get("title"), metadata=dict(data.get("metadata") or {}))
+    missing = [k for k in ("subject", "relation", "object") if k not in data]
+    if missing:
+        raise ValueError(
+            f"expected keys subject/relation/object (a fact) or text (a document), missing {missing} in {data!r:.80}"
+        )
+    return Fact(
+        subject=data["subject"],
+        relation=data["relation"],
+        object=data["object"],
+        question=data.get("question"),
+        answer=data.get("answer"),
+        metadata=dict(data.get("metadata") or {}),
+    )
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example. ``prompt`` None means plain text trained with loss on every token."""
+
+    item_id: str
+    format: str
+    prompt: str | None
+    completion: str
+    probe: bool = False  # True: used to measure recall of its item
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "item_id": self.item_id,
+            "format": self.format,
+            "prompt": self.prompt,
+            "completion": self.completion,
+            "probe": self.probe,
+        }
+
+
+@dataclass
+class Answer:
+    """What a reader returns for one question."""
+
+    question: str
+    text: str
+    modules: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    reader: str = "lora"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass
+class WriteReport:
+    """What one ``write()`` did: where the items went, what it cost and how well they are recalled."""
+
+    namespace: str
+    module_id: str
+    version: int
+    items_written: int
+    items_total: int
+    examples: int
+    steps: int
+    epochs: float
+    tokens_trained: int
+    knowledge_tokens: int
+    recall: float
+    reached_target: bool
+    seconds: float
+    tokens_per_second: float
+    trainable_params: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        hit = "reached" if self.reached_target else "did NOT reach"
+        return (
+            f"{self.items_written} new item(s) -> {self.module_id} v{self.version} "
+            f"({self.items_total} items, {self.knowledge_tokens} knowledge tokens); recall {self.recall:.1%} "
+            f"({hit} target) after {self.steps} steps / {self.tokens_trained} tokens in {self.seconds:.1f}s "
+            f"({self.tokens_per_second:.0f} tok/s)"
+        )
+
+
+ReaderKind = Literal["base", "lora", "icl", "rag", "lora+rag", "lora+icl"]
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """Every way of answering (LoRA memory, RAG, ICL, hybrids, the bare model) answers the same way."""
+
+    name: str
+
+    def answer(self, questions: Sequence[str], **kwargs: Any) -> list[Answer]: ...
