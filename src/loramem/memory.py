@@ -13,16 +13,30 @@ shared base model; ``disabled()`` answers with the bare base model.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, overload
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar, overload
 
 from .config import LoraSpec, ModelConfig, ReadConfig, SynthConfig, TrainConfig
 from .store import BaseModelMismatchError, ModuleInfo, ModuleStore, check_namespace
 from .types import Answer, Document, Fact, Item, WriteReport
 
 ModelArg = str | ModelConfig | tuple[Any, Any]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _locked(method: F) -> F:
+    """One call at a time per memory: reads and writes switch the shared model's active adapter."""
+
+    @functools.wraps(method)
+    def wrapper(self: KnowledgeMemory, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class KnowledgeMemory:
@@ -54,6 +68,7 @@ class KnowledgeMemory:
         self._prompt: Any = None
         self._fingerprint: str | None = None
         self._loaded: dict[str, str] = {}  # module_id -> adapter name currently loaded ("<id>__v<N>")
+        self._lock = threading.RLock()
 
     @classmethod
     def open(
@@ -76,6 +91,7 @@ class KnowledgeMemory:
 
     # --- model -----------------------------------------------------------------------------------------------
 
+    @_locked
     def _ensure_model(self) -> None:
         if self._base is not None:
             return
@@ -123,7 +139,12 @@ class KnowledgeMemory:
             self._base = self._peft.unload()
             self._peft = None
         else:
-            self._peft.delete_adapter(name)
+            import warnings
+
+            with warnings.catch_warnings():
+                # "Adapter X was active which is now deleted": reads always set the adapter they need.
+                warnings.simplefilter("ignore", UserWarning)
+                self._peft.delete_adapter(name)
         for mid, loaded in list(self._loaded.items()):
             if loaded == name:
                 del self._loaded[mid]
@@ -163,6 +184,7 @@ class KnowledgeMemory:
 
     # --- writing ---------------------------------------------------------------------------------------------
 
+    @_locked
     def write(
         self,
         items: Fact | Document | Iterable[Fact | Document],
@@ -351,6 +373,7 @@ class KnowledgeMemory:
     @overload
     def ask(self, question: Sequence[str], namespace: str | None = ..., **kwargs: Any) -> list[Answer]: ...
 
+    @_locked
     def ask(
         self,
         question: str | Sequence[str],
@@ -391,6 +414,35 @@ class KnowledgeMemory:
             raise KeyError(f"namespace {namespace!r} holds nothing; namespaces in this store: {known}")
         return infos[:1]
 
+    def _read_config(self, max_new_tokens: int | None) -> ReadConfig:
+        cfg = self.read_config
+        if max_new_tokens is None:
+            return cfg
+        return ReadConfig(max_new_tokens=max_new_tokens, batch_size=cfg.batch_size, progress=cfg.progress)
+
+    @contextlib.contextmanager
+    def _active(self, infos: list[ModuleInfo]) -> Iterator[float]:
+        """Activate the chosen module (or none: the bare base model); yields the seconds spent loading it."""
+        t0 = time.perf_counter()
+        if infos:
+            adapter = self.load_module(infos[0])
+            self._peft.set_adapter(adapter)
+            yield time.perf_counter() - t0
+        else:
+            with self.disabled():
+                yield 0.0
+
+    def _answers(self, questions: list[str], infos: list[ModuleInfo], outs: list[Any], load_s: float, reader: str) -> list[Answer]:
+        ids = [i.module_id for i in infos]
+        return [
+            Answer(
+                question=q, text=g.text, modules=ids, reader=reader,
+                timings={"generate": g.seconds, "load": load_s},
+                usage={"input_tokens": g.input_tokens, "output_tokens": g.output_tokens},
+            )
+            for q, g in zip(questions, outs)
+        ]
+
     def _generate(
         self,
         questions: list[str],
@@ -400,27 +452,73 @@ class KnowledgeMemory:
     ) -> list[Answer]:
         from .read import generate
 
-        cfg = self.read_config
-        if max_new_tokens is not None:
-            cfg = ReadConfig(max_new_tokens=max_new_tokens, batch_size=cfg.batch_size, progress=cfg.progress)
-        t0 = time.perf_counter()
-        if infos:
-            adapter = self.load_module(infos[0])
-            self._peft.set_adapter(adapter)
-            ctx: Any = contextlib.nullcontext()
-        else:
-            ctx = self.disabled()
-        load_s = time.perf_counter() - t0
-        with ctx:
-            out = generate(self.model, self._prompt, questions, cfg, contexts=contexts)
-        ids = [i.module_id for i in infos]
-        reader = "lora" if infos else "base"
-        if contexts is not None:
-            reader += "+context"
-        return [
-            Answer(question=q, text=text, modules=ids, timings={"generate": sec, "load": load_s}, reader=reader)
-            for q, (text, sec) in zip(questions, out)
-        ]
+        with self._active(infos) as load_s:
+            out = generate(self.model, self._prompt, questions, self._read_config(max_new_tokens), contexts=contexts)
+        reader = ("lora" if infos else "base") + ("+context" if contexts is not None else "")
+        return self._answers(questions, infos, out, load_s, reader)
+
+    @_locked
+    def chat(
+        self,
+        conversations: Sequence[Sequence[dict[str, str]]],
+        namespace: str | None = "default",
+        *,
+        module: str | None = None,
+        max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[Answer]:
+        """Next assistant turn for each conversation (lists of {"role", "content"}), batched."""
+        from .read import generate_texts
+
+        self._ensure_model()
+        if not conversations:
+            raise ValueError("conversations: expected at least one conversation, got none")
+        texts = [self._prompt.render(list(c)) for c in conversations]
+        infos = self._resolve(namespace, module)
+        with self._active(infos) as load_s:
+            out = generate_texts(self.model, self._prompt, texts, self._read_config(max_new_tokens), stop=stop)
+        last = [next((m["content"] for m in reversed(c) if m["role"] == "user"), "") for c in conversations]
+        return self._answers(last, infos, out, load_s, "lora" if infos else "base")
+
+    @_locked
+    def complete(
+        self,
+        prompts: Sequence[str],
+        namespace: str | None = "default",
+        *,
+        module: str | None = None,
+        max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[Answer]:
+        """Raw continuations of already formatted prompts (no chat template), batched."""
+        from .read import generate_texts
+
+        self._ensure_model()
+        if not prompts or any(not isinstance(p, str) or not p for p in prompts):
+            raise ValueError(f"prompts: expected a non-empty list of non-empty strings, got {prompts!r:.80}")
+        infos = self._resolve(namespace, module)
+        with self._active(infos) as load_s:
+            out = generate_texts(self.model, self._prompt, list(prompts), self._read_config(max_new_tokens), stop=stop)
+        return self._answers(list(prompts), infos, out, load_s, "lora" if infos else "base")
+
+    def stream_chat(
+        self,
+        conversation: Sequence[dict[str, str]],
+        namespace: str | None = "default",
+        *,
+        module: str | None = None,
+        max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> Iterator[str]:
+        """Stream the next assistant turn of one conversation as text pieces."""
+        from .read import stream_text
+
+        with self._lock:
+            self._ensure_model()
+            text = self._prompt.render(list(conversation))
+            infos = self._resolve(namespace, module)
+            with self._active(infos):
+                yield from stream_text(self.model, self._prompt, text, self._read_config(max_new_tokens), stop=stop)
 
     @contextlib.contextmanager
     def disabled(self) -> Iterator[None]:
@@ -444,6 +542,7 @@ class KnowledgeMemory:
     def items(self, namespace: str = "default") -> list[Item]:
         return self.store.items(check_namespace(namespace))
 
+    @_locked
     def forget(self, namespace: str) -> list[str]:
         """Drop a namespace: its modules and the items kept for it. Returns the dropped module ids."""
         check_namespace(namespace)
@@ -456,6 +555,66 @@ class KnowledgeMemory:
                 self._remove_adapter(self._loaded[mid])
         return dropped
 
+    @_locked
+    def forget_items(self, item_ids: Sequence[str], namespace: str = "default") -> WriteReport | None:
+        """Remove items from a namespace: its module is rebuilt from the items that remain (a new version).
+
+        The rebuild starts from fresh adapter weights, so the removed items are not carried over from the old
+        weights. Returns the rebuild's report, or None when nothing remains (the module is dropped).
+        """
+        check_namespace(namespace)
+        ids = [item_ids] if isinstance(item_ids, str) else list(item_ids)
+        if not ids:
+            raise ValueError("item_ids: expected at least one item id, got none")
+        self._ensure_model()
+        with self.store.write_lock():
+            infos = self.store.modules(namespace)
+            known = {it.id for it in self.store.items(namespace)}
+            unknown = [i for i in ids if i not in known]
+            if unknown:
+                raise KeyError(f"namespace {namespace!r} holds no item(s) {unknown[:5]}")
+            if not infos:
+                self.store.remove_items(namespace, ids)
+                return None
+            info = infos[0]
+            self._check_base(info)
+            keep = [i for i in self.store.module_items(info.module_id, info.version) if i not in set(ids)]
+            if not keep:
+                self.store.drop_module(info.module_id)
+                self.store.remove_items(namespace, ids)
+                if info.module_id in self._loaded:
+                    self._remove_adapter(self._loaded[info.module_id])
+                return None
+            return self._rebuild(info, namespace, keep, removed=ids)
+
+    def _rebuild(self, info: ModuleInfo, namespace: str, keep: list[str], removed: list[str]) -> WriteReport:
+        t_start = time.perf_counter()
+        spec = LoraSpec.from_dict(info.lora_spec)
+        tcfg = self.train_config
+        examples = self.store.examples(namespace, keep)
+        state, peft_cfg, result, trainable = self._train_module(info.module_id, spec, tcfg, examples, None)
+        from .train import count_knowledge_tokens
+
+        knowledge = count_knowledge_tokens(examples, self._prompt)
+        version = self.store.commit_version(
+            module_id=info.module_id, namespace=namespace, adapter_config=peft_cfg, state=state,
+            base_model=self.model_config.name, base_fingerprint=self.fingerprint, lora_spec=spec.to_dict(),
+            trainable_params=trainable, knowledge_tokens=knowledge, recall=result.recall,
+            report={"steps": result.steps, "tokens_trained": result.tokens_trained, "removed": removed,
+                    "reached_target": result.reached_target, "train_seconds": round(result.train_seconds, 3)},
+            new_items=[], new_examples=[], held_item_ids=keep,
+        )
+        self.store.remove_items(namespace, removed)
+        return WriteReport(
+            namespace=namespace, module_id=info.module_id, version=version, items_written=0, items_total=len(keep),
+            examples=len([e for e in examples if e.format != "probe"]), steps=result.steps, epochs=result.epochs,
+            tokens_trained=result.tokens_trained, knowledge_tokens=knowledge, recall=result.recall,
+            reached_target=result.reached_target, seconds=time.perf_counter() - t_start,
+            tokens_per_second=result.tokens_per_second, trainable_params=trainable,
+            timings={"train": result.train_seconds, "recall_checks": result.eval_seconds},
+        )
+
+    @_locked
     def drop(self, module_id: str) -> None:
         """Drop one module (its items stay kept and can be written again)."""
         with self.store.write_lock():
@@ -463,6 +622,7 @@ class KnowledgeMemory:
         if module_id in self._loaded:
             self._remove_adapter(self._loaded[module_id])
 
+    @_locked
     def gc(self) -> int:
         """Delete old module versions and leftovers of interrupted writes; returns folders removed."""
         with self.store.write_lock():

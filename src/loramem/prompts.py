@@ -35,6 +35,19 @@ class PromptFormat:
             self.tokenizer.apply_chat_template(self._messages(question, context), tokenize=False, add_generation_prompt=True)
         )
 
+    def render(self, conversation: list[dict[str, str]]) -> str:
+        """A whole conversation, ready for the assistant's next turn (our short system turn if it has none)."""
+        for i, msg in enumerate(conversation):
+            if not isinstance(msg, dict) or msg.get("role") not in ("system", "user", "assistant", "tool"):
+                raise ValueError(f"conversation[{i}]: expected {{'role': system|user|assistant, 'content': str}}, got {msg!r:.80}")
+        if not self.chat:
+            lines = [f"{m['role'].capitalize()}: {m['content']}" for m in conversation]
+            return "\n".join(lines) + "\nAssistant: "
+        msgs = list(conversation)
+        if not msgs or msgs[0]["role"] != "system":
+            msgs = [{"role": "system", "content": self.system_prompt}, *msgs]
+        return str(self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+
     def _end_of_turn(self) -> str:
         """What the chat template writes after an assistant message (e.g. ``<|im_end|>``); else the EOS token."""
         eos = self.tokenizer.eos_token or ""

@@ -7,7 +7,8 @@ returned in the caller's order. Which adapter is active is the caller's business
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,7 +17,14 @@ from .config import ReadConfig
 from .prompts import PromptFormat
 
 
-@torch.no_grad()
+@dataclass
+class Generated:
+    text: str
+    seconds: float  # this question's share of its batch's wall time
+    input_tokens: int
+    output_tokens: int
+
+
 def generate(
     model: Any,
     prompt: PromptFormat,
@@ -25,14 +33,27 @@ def generate(
     *,
     contexts: Sequence[str | None] | None = None,
     desc: str = "ask",
-) -> list[tuple[str, float]]:
-    """Greedy answers to ``questions`` (optionally each with a context), as (text, seconds per question)."""
-    tok = prompt.tokenizer
+) -> list[Generated]:
+    """Greedy answers to ``questions`` (optionally each with a context put before it in the prompt)."""
     texts = [prompt.prompt(q, None if contexts is None else contexts[i]) for i, q in enumerate(questions)]
+    return generate_texts(model, prompt, texts, config, desc=desc)
+
+
+@torch.no_grad()
+def generate_texts(
+    model: Any,
+    prompt: PromptFormat,
+    texts: Sequence[str],
+    config: ReadConfig,
+    *,
+    stop: Sequence[str] | None = None,
+    desc: str = "ask",
+) -> list[Generated]:
+    """Greedy continuations of already formatted prompts, batched; cut at end-of-turn and ``stop`` strings."""
+    tok = prompt.tokenizer
     encoded = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-    results: list[tuple[str, float]] = [("", 0.0)] * len(texts)
-    stop = [tok.eos_token_id] + ([prompt.end_ids[0]] if len(prompt.end_ids) == 1 else [])
+    results: list[Generated] = [Generated("", 0.0, 0, 0)] * len(texts)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
     from tqdm.auto import tqdm
@@ -49,22 +70,96 @@ def generate(
             ids[row, width - n :] = torch.tensor(encoded[i])
             mask[row, width - n :] = 1
         t0 = time.perf_counter()
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=config.max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=pad,
-            eos_token_id=list(dict.fromkeys(t for t in stop if t is not None)),
-        )
+        out = model.generate(input_ids=ids, attention_mask=mask, **_generation_kwargs(prompt, config, pad))
         per_question = (time.perf_counter() - t0) / len(batch)
         for row, i in enumerate(batch):
-            text = tok.decode(out[row, width:], skip_special_tokens=False)
-            results[i] = (prompt.clean(_strip_pad(text, tok)), per_question)
+            new_ids = out[row, width:].tolist()
+            text = cut(tok.decode(new_ids, skip_special_tokens=False), prompt, tok, stop)
+            n_out = len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
+            results[i] = Generated(text, per_question, len(encoded[i]), n_out)
     return results
+
+
+def _generation_kwargs(prompt: PromptFormat, config: ReadConfig, pad: int) -> dict[str, Any]:
+    tok = prompt.tokenizer
+    stop_ids = [tok.eos_token_id] + ([prompt.end_ids[0]] if len(prompt.end_ids) == 1 else [])
+    return {
+        "max_new_tokens": config.max_new_tokens,
+        "do_sample": False,
+        "temperature": None,
+        "top_p": None,
+        "top_k": None,
+        "pad_token_id": pad,
+        "eos_token_id": list(dict.fromkeys(t for t in stop_ids if t is not None)),
+    }
+
+
+def cut(text: str, prompt: PromptFormat, tok: Any, stop: Sequence[str] | None = None) -> str:
+    """Cut generated text at end-of-turn, EOS/padding, or the first caller stop string."""
+    text = prompt.clean(_strip_pad(text, tok))
+    for s in stop or ():
+        if s and s in text:
+            text = text[: text.index(s)]
+    return text.strip()
+
+
+def stream_text(model: Any, prompt: PromptFormat, text: str, config: ReadConfig, stop: Sequence[str] | None = None) -> Iterator[str]:
+    """Stream the greedy continuation of one formatted prompt, piece by piece (generation runs in a thread)."""
+    import threading
+
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    abandoned = threading.Event()
+
+    class _Abandoned(StoppingCriteria):  # the consumer stopped reading: stop generating too
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: Any) -> torch.Tensor:
+            return torch.full((input_ids.shape[0],), abandoned.is_set(), dtype=torch.bool)
+
+    tok = prompt.tokenizer
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=False)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "streamer": streamer,
+              "stopping_criteria": StoppingCriteriaList([_Abandoned()]), **_generation_kwargs(prompt, config, pad)}
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.no_grad():
+                model.generate(**kwargs)
+        except BaseException as exc:  # surfaced in the caller's thread below
+            error.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    markers = [m for m in [prompt.end, tok.eos_token, *(stop or ())] if m]
+    hold = max(len(m) for m in markers) if markers else 0
+    so_far, emitted = "", 0
+    try:
+        for piece in streamer:
+            so_far += piece
+            ended = any(m in so_far for m in markers)
+            clean = cut(so_far, prompt, tok, stop)
+            # Hold back a tail that might still turn out to be the start of an end or stop marker.
+            ready = clean if ended else clean[: max(emitted, len(clean) - hold)]
+            if len(ready) > emitted:
+                yield ready[emitted:]
+                emitted = len(ready)
+            if ended:
+                break
+        else:
+            final = cut(so_far, prompt, tok, stop)
+            if len(final) > emitted:
+                yield final[emitted:]
+    finally:
+        # Runs on normal end, on a stop marker, and when the consumer abandons the stream (GeneratorExit).
+        abandoned.set()
+        for _ in streamer:  # drain so the generation thread never blocks
+            pass
+        thread.join()
+    if error:
+        raise error[0]
 
 
 def _strip_pad(text: str, tok: Any) -> str:

@@ -22,6 +22,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -134,7 +135,12 @@ class ModuleStore:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "modules").mkdir(exist_ok=True)
         (self.root / "tmp").mkdir(exist_ok=True)
-        self._db = sqlite3.connect(self.root / "manifest.sqlite", timeout=30.0, isolation_level=None)
+        # One connection, usable from any thread (frameworks call us from executor threads); the lock keeps a
+        # transaction and the statements of other threads from interleaving.
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            self.root / "manifest.sqlite", timeout=30.0, isolation_level=None, check_same_thread=False
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._check_schema()
@@ -160,14 +166,19 @@ class ModuleStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
-            self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     @contextlib.contextmanager
     def write_lock(self, timeout: float | None = None) -> Iterator[None]:
@@ -195,7 +206,8 @@ class ModuleStore:
             shutil.rmtree(leftover, ignore_errors=True)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     # --- reading --------------------------------------------------------------------------------------------
 
@@ -211,7 +223,7 @@ class ModuleStore:
         if namespace is not None:
             sql += " WHERE m.namespace=?"
             args = (namespace,)
-        rows = self._db.execute(sql + " ORDER BY m.namespace, m.created_at", args).fetchall()
+        rows = self._query(sql + " ORDER BY m.namespace, m.created_at", args)
         return [
             ModuleInfo(
                 module_id=r[0], namespace=r[1], version=r[2], path=self.root / r[3], base_model=r[4],
@@ -228,29 +240,29 @@ class ModuleStore:
         raise KeyError(f"no module {module_id!r} in store {str(self.root)!r}")
 
     def namespaces(self) -> list[str]:
-        rows = self._db.execute("SELECT DISTINCT namespace FROM items UNION SELECT namespace FROM modules").fetchall()
+        rows = self._query("SELECT DISTINCT namespace FROM items UNION SELECT namespace FROM modules")
         return sorted(r[0] for r in rows)
 
     def items(self, namespace: str, item_ids: Sequence[str] | None = None) -> list[Item]:
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT item_id, payload FROM items WHERE namespace=? ORDER BY created_at, item_id", (namespace,)
-        ).fetchall()
+        )
         wanted = None if item_ids is None else set(item_ids)
         return [item_from_dict(json.loads(p)) for i, p in rows if wanted is None or i in wanted]
 
     def module_items(self, module_id: str, version: int) -> list[str]:
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT item_id FROM version_items WHERE module_id=? AND version=? ORDER BY item_id", (module_id, version)
-        ).fetchall()
+        )
         return [r[0] for r in rows]
 
     def examples(self, namespace: str, item_ids: Sequence[str]) -> list[Example]:
         out: list[Example] = []
         for item_id in item_ids:
-            rows = self._db.execute(
+            rows = self._query(
                 "SELECT format, prompt, completion, probe FROM examples WHERE namespace=? AND item_id=? ORDER BY idx",
                 (namespace, item_id),
-            ).fetchall()
+            )
             out += [Example(item_id, f, p, c, bool(pr)) for f, p, c, pr in rows]
         return out
 
@@ -303,7 +315,7 @@ class ModuleStore:
         """Write a new version of ``module_id`` holding ``held_item_ids``; returns its version number."""
         from safetensors.torch import save_file
 
-        row = self._db.execute("SELECT MAX(version) FROM versions WHERE module_id=?", (module_id,)).fetchone()
+        row = self._query("SELECT MAX(version) FROM versions WHERE module_id=?", (module_id,))[0]
         version = (row[0] or 0) + 1
         rel = Path("modules") / module_id / f"v{version}"
         final = self.root / rel
@@ -357,7 +369,7 @@ class ModuleStore:
 
     def forget_namespace(self, namespace: str) -> list[str]:
         """Drop every module and item of a namespace. Returns the dropped module ids."""
-        ids = [r[0] for r in self._db.execute("SELECT module_id FROM modules WHERE namespace=?", (namespace,))]
+        ids = [r[0] for r in self._query("SELECT module_id FROM modules WHERE namespace=?", (namespace,))]
         with self._tx() as db:
             for mid in ids:
                 self._drop_rows(db, mid)
@@ -367,9 +379,16 @@ class ModuleStore:
             shutil.rmtree(self.root / "modules" / mid, ignore_errors=True)
         return ids
 
+    def remove_items(self, namespace: str, item_ids: Sequence[str]) -> None:
+        """Forget kept items (their text and examples). Modules must already have been rebuilt without them."""
+        with self._tx() as db:
+            for item_id in item_ids:
+                db.execute("DELETE FROM items WHERE namespace=? AND item_id=?", (namespace, item_id))
+                db.execute("DELETE FROM examples WHERE namespace=? AND item_id=?", (namespace, item_id))
+
     def drop_module(self, module_id: str) -> None:
         """Drop one module (all versions). Its items stay in the store and can be written again."""
-        if not self._db.execute("SELECT 1 FROM modules WHERE module_id=?", (module_id,)).fetchone():
+        if not self._query("SELECT 1 FROM modules WHERE module_id=?", (module_id,)):
             raise KeyError(f"no module {module_id!r} in store {str(self.root)!r}")
         with self._tx() as db:
             self._drop_rows(db, module_id)

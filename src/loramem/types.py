@@ -152,6 +152,7 @@ class Answer:
     sources: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     reader: str = "lora"
+    usage: dict[str, int] = field(default_factory=dict)  # input_tokens, output_tokens
 
     def __str__(self) -> str:
         return self.text

@@ -1,0 +1,195 @@
+"""The ``loramem`` command: write, ask, ls, forget, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .types import Document, Item, item_from_dict
+
+EPILOG = """quick start:
+  loramem demo                                      # 100 PhoneBook entries on the embedded model
+  loramem write --store ./mem -n contacts facts.jsonl
+  loramem ask   --store ./mem -n contacts "What is the phone number of Dr. Alma Vance?"
+  loramem ls    --store ./mem
+  loramem forget --store ./mem -n contacts
+
+input files: .jsonl (one object per line: {"subject","relation","object"} is a fact, {"text","title"} a
+document) or .txt (the whole file is one document)."""
+
+
+class InputError(ValueError):
+    pass
+
+
+def read_items(path: str | os.PathLike[str]) -> list[Item]:
+    """Items from a .jsonl or .txt file; errors name the file and line."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(f"{p}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    if p.suffix == ".txt":
+        if not text.strip():
+            raise InputError(f"{p}: the file is empty")
+        return [Document(text=text, title=p.stem)]
+    if p.suffix != ".jsonl":
+        raise InputError(f"{p}: expected a .jsonl or .txt file, got {p.suffix or 'no extension'}")
+    items: list[Item] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{p}:{n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{p}:{n}: expected a JSON object, got {type(data).__name__}")
+        try:
+            items.append(item_from_dict(data))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{p}:{n}: {exc}") from None
+    if not items:
+        raise InputError(f"{p}: no items in the file")
+    return items
+
+
+def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .config import LoraSpec, ModelConfig, TrainConfig
+    from .memory import KnowledgeMemory
+
+    train = TrainConfig()
+    lora = LoraSpec()
+    if getattr(args, "rank", None):
+        lora = LoraSpec(r=args.rank)
+    if getattr(args, "max_steps", None):
+        train = TrainConfig(max_steps=args.max_steps)
+    return KnowledgeMemory.open(args.store, model=ModelConfig(name=args.model), lora=lora, train=train)
+
+
+def cmd_write(args: argparse.Namespace) -> int:
+    items: list[Item] = []
+    for f in args.files:
+        items += read_items(f)
+    mem = _open(args)
+    report = mem.write(items, namespace=args.namespace)
+    print(report.summary())
+    return 0 if report.reached_target else 3
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    questions = list(args.questions)
+    if args.file:
+        questions += [q for q in Path(args.file).read_text(encoding="utf-8").splitlines() if q.strip()]
+    if not questions:
+        raise InputError("give questions as arguments or with --file")
+    mem = _open(args)
+    namespace = None if args.base else args.namespace
+    answers = mem.ask(questions, namespace=namespace)
+    for a in answers:
+        if args.json:
+            print(json.dumps({"question": a.question, "answer": a.text, "modules": a.modules}))
+        else:
+            print(a.text if len(answers) == 1 else f"{a.question}\n  -> {a.text}")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from .store import ModuleStore
+
+    store = ModuleStore(args.store)
+    infos = store.modules(args.namespace)
+    if not infos:
+        print("no modules")
+        return 0
+    header = f"{'namespace':<16} {'module':<24} {'ver':>3} {'rank':>4} {'items':>6} {'k-tokens':>8} {'recall':>7}"
+    print(header)
+    for i in infos:
+        print(
+            f"{i.namespace:<16} {i.module_id:<24} {i.version:>3} {i.lora_spec.get('r', '?'):>4} {i.items:>6} "
+            f"{i.knowledge_tokens:>8} {i.recall:>7.1%}"
+        )
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    mem = _open(args)
+    dropped = mem.forget(args.namespace)
+    print(f"forgot namespace {args.namespace!r}: dropped {len(dropped)} module(s) {', '.join(dropped)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(entries=args.entries, store=args.store, model=args.model)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loramem", description="Parametric memory: write knowledge into LoRA modules, ask it back.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, namespace: bool = True) -> None:
+        p.add_argument("--store", default="./mem", help="store folder (default ./mem)")
+        p.add_argument("--model", default="smollm2-135m", help="model alias, local folder or hub id")
+        if namespace:
+            p.add_argument("-n", "--namespace", default="default", help="namespace (default 'default')")
+
+    p = sub.add_parser("write", help="write .jsonl/.txt files into a namespace's module")
+    common(p)
+    p.add_argument("files", nargs="+")
+    p.add_argument("--rank", type=int, help="LoRA rank for a new module")
+    p.add_argument("--max-steps", type=int, help="training step cap")
+    p.set_defaults(func=cmd_write)
+
+    p = sub.add_parser("ask", help="ask questions (batched)")
+    common(p)
+    p.add_argument("questions", nargs="*")
+    p.add_argument("--file", help="a file of questions, one per line")
+    p.add_argument("--base", action="store_true", help="answer with the base model, no module")
+    p.add_argument("--json", action="store_true", help="one JSON object per answer")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("ls", help="list modules: rank, items, knowledge tokens, recall")
+    p.add_argument("--store", default="./mem")
+    p.add_argument("-n", "--namespace", default=None)
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("forget", help="drop a namespace's modules and items")
+    common(p)
+    p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser("demo", help="write and ask 100 PhoneBook entries on the embedded model")
+    p.add_argument("--entries", type=int, default=100)
+    p.add_argument("--store", default=None, help="store folder (default: a new temporary folder)")
+    p.add_argument("--model", default="smollm2-135m")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .store import StoreError
+
+    try:
+        return int(args.func(args))
+    except (InputError, StoreError, KeyError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"loramem {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
