@@ -20,7 +20,7 @@ from loramem import KnowledgeMemory, LoraSpec, TrainConfig  # noqa: E402
 # The tiny model is far faster on one thread (no OpenMP hand-offs), and one thread does not fight other jobs.
 torch.set_num_threads(1)
 
-FAST_TRAIN = TrainConfig(lr=5e-3, max_steps=500, progress=False, seq_len=128, batch_tokens=256, min_epochs=1)
+FAST_TRAIN = TrainConfig(lr=5e-3, lora_plus_ratio=1.0, max_steps=500, progress=False, seq_len=128, batch_tokens=256, min_epochs=1)
 FAST_LORA = LoraSpec(r=8)
 
 

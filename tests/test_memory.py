@@ -106,13 +106,13 @@ def test_context_goes_into_the_prompt(mem):
 @pytest.mark.parametrize(
     "spec",
     [
-        LoraSpec(r=8, target="mlp"),
-        LoraSpec(r=8, target="attention", layers=(1, 2)),
+        LoraSpec(r=8, target="mlp", layers=(1, 2)),
+        LoraSpec(r=8, target="attention"),
         LoraSpec(r=8, use_rslora=True, alpha=8),
         LoraSpec(r=8, use_dora=True),
         LoraSpec(r=4, init="pissa"),
     ],
-    ids=["mlp", "attention-layer1", "rslora", "dora", "pissa"],
+    ids=["mlp-layer1", "attention", "rslora", "dora", "pissa"],
 )
 def test_lora_variants_write_and_reload(tmp_path, tiny_model_dir, facts, spec):
     m = KnowledgeMemory.open(tmp_path / "s", model=str(tiny_model_dir), train=FAST_TRAIN, lora=spec)

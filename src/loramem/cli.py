@@ -44,11 +44,11 @@ def read_items(path: str | os.PathLike[str]) -> list[Item]:
     if p.suffix != ".jsonl":
         raise InputError(f"{p}: expected a .jsonl or .txt file, got {p.suffix or 'no extension'}")
     items: list[Item] = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for n, row in enumerate(text.splitlines(), start=1):
+        if not row.strip():
             continue
         try:
-            data = json.loads(line)
+            data = json.loads(row)
         except json.JSONDecodeError as exc:
             raise InputError(f"{p}:{n}: not valid JSON ({exc.msg})") from None
         if not isinstance(data, dict):

@@ -28,6 +28,10 @@ ModelArg = str | ModelConfig | tuple[Any, Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_SHARED: dict[tuple[str, str], KnowledgeMemory] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 def _locked(method: F) -> F:
     """One call at a time per memory: reads and writes switch the shared model's active adapter."""
 
@@ -69,6 +73,17 @@ class KnowledgeMemory:
         self._fingerprint: str | None = None
         self._loaded: dict[str, str] = {}  # module_id -> adapter name currently loaded ("<id>__v<N>")
         self._lock = threading.RLock()
+
+    @classmethod
+    def shared(cls, path: str | os.PathLike[str], model: str = "smollm2-135m") -> KnowledgeMemory:
+        """One memory per (store folder, model) in this process: the weights load once however many
+        framework objects (chat models, retrievers, stores) point at the same store. Thread-safe."""
+        key = (os.path.realpath(path), model)
+        with _SHARED_LOCK:
+            mem = _SHARED.get(key)
+            if mem is None:
+                mem = _SHARED[key] = cls.open(path, model=model)
+            return mem
 
     @classmethod
     def open(
@@ -369,9 +384,15 @@ class KnowledgeMemory:
     # --- reading ---------------------------------------------------------------------------------------------
 
     @overload
-    def ask(self, question: str, namespace: str | None = ..., **kwargs: Any) -> Answer: ...
+    def ask(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]; str wins
+        self, question: str, namespace: str | None = ..., *, module: str | None = ...,
+        context: str | Sequence[str | None] | None = ..., max_new_tokens: int | None = ...,
+    ) -> Answer: ...
     @overload
-    def ask(self, question: Sequence[str], namespace: str | None = ..., **kwargs: Any) -> list[Answer]: ...
+    def ask(
+        self, question: Sequence[str], namespace: str | None = ..., *, module: str | None = ...,
+        context: str | Sequence[str | None] | None = ..., max_new_tokens: int | None = ...,
+    ) -> list[Answer]: ...
 
     @_locked
     def ask(
@@ -389,7 +410,7 @@ class KnowledgeMemory:
         ``context`` puts text in the prompt before the question (RAG/ICL on top of the memory).
         """
         single = isinstance(question, str)
-        questions = [question] if single else list(question)  # type: ignore[list-item]
+        questions: list[str] = [question] if isinstance(question, str) else list(question)
         if not questions or any(not isinstance(q, str) or not q.strip() for q in questions):
             raise ValueError(f"question: expected a non-empty string or list of them, got {question!r:.80}")
         contexts: list[str | None] | None = None
@@ -468,17 +489,12 @@ class KnowledgeMemory:
         stop: Sequence[str] | None = None,
     ) -> list[Answer]:
         """Next assistant turn for each conversation (lists of {"role", "content"}), batched."""
-        from .read import generate_texts
-
         self._ensure_model()
         if not conversations:
             raise ValueError("conversations: expected at least one conversation, got none")
         texts = [self._prompt.render(list(c)) for c in conversations]
-        infos = self._resolve(namespace, module)
-        with self._active(infos) as load_s:
-            out = generate_texts(self.model, self._prompt, texts, self._read_config(max_new_tokens), stop=stop)
         last = [next((m["content"] for m in reversed(c) if m["role"] == "user"), "") for c in conversations]
-        return self._answers(last, infos, out, load_s, "lora" if infos else "base")
+        return self._continue(texts, last, namespace, module, max_new_tokens, stop)
 
     @_locked
     def complete(
@@ -491,15 +507,26 @@ class KnowledgeMemory:
         stop: Sequence[str] | None = None,
     ) -> list[Answer]:
         """Raw continuations of already formatted prompts (no chat template), batched."""
-        from .read import generate_texts
-
         self._ensure_model()
         if not prompts or any(not isinstance(p, str) or not p for p in prompts):
             raise ValueError(f"prompts: expected a non-empty list of non-empty strings, got {prompts!r:.80}")
+        return self._continue(list(prompts), list(prompts), namespace, module, max_new_tokens, stop)
+
+    def _continue(
+        self,
+        texts: list[str],
+        questions: list[str],
+        namespace: str | None,
+        module: str | None,
+        max_new_tokens: int | None,
+        stop: Sequence[str] | None,
+    ) -> list[Answer]:
+        from .read import generate_texts
+
         infos = self._resolve(namespace, module)
         with self._active(infos) as load_s:
-            out = generate_texts(self.model, self._prompt, list(prompts), self._read_config(max_new_tokens), stop=stop)
-        return self._answers(list(prompts), infos, out, load_s, "lora" if infos else "base")
+            out = generate_texts(self.model, self._prompt, texts, self._read_config(max_new_tokens), stop=stop)
+        return self._answers(questions, infos, out, load_s, "lora" if infos else "base")
 
     def stream_chat(
         self,
@@ -517,8 +544,18 @@ class KnowledgeMemory:
             self._ensure_model()
             text = self._prompt.render(list(conversation))
             infos = self._resolve(namespace, module)
-            with self._active(infos):
-                yield from stream_text(self.model, self._prompt, text, self._read_config(max_new_tokens), stop=stop)
+            for info in infos:
+                self.load_module(info)  # load now, so the model object is final before streaming starts
+            model = self.model
+
+        def locked_generate(**kwargs: Any) -> None:
+            # Runs on the generation thread: it owns the lock for the whole generation, so no other call can
+            # switch the adapter mid-stream, whichever thread(s) the consumer reads the stream from.
+            with self._lock, self._active(infos):
+                model.generate(**kwargs)
+
+        yield from stream_text(model, self._prompt, text, self._read_config(max_new_tokens), stop=stop,
+                               generate=locked_generate)
 
     @contextlib.contextmanager
     def disabled(self) -> Iterator[None]:

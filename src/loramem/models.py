@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._fs import fsync_dir, fsync_tree
 from .config import ModelConfig
 
 
@@ -58,18 +59,6 @@ def _package_dir(package: str) -> Path | None:
     return Path(spec.origin).parent
 
 
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(dirpath, name), "rb") as fh:
-                os.fsync(fh.fileno())
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def resolve_alias(name: str) -> Path:
     """Return the local safetensors folder for an alias, converting it on first use."""
     alias = ALIASES[name]
@@ -105,16 +94,12 @@ def _convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
         # transformers refuses save_pretrained on a GGUF-quantised model; the weights are already dequantised.
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         os.rename(tmp, target)  # atomic: the folder appears whole or not at all
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(target.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -12,17 +12,8 @@ import re
 
 from .types import Fact
 
-FIRST = (
-    "Alma Bram Cora Dorin Elsa Fenn Gita Hale Ines Joss Kira Lenn Mira Nils Opal Pax Quin Rhea Sven Tova Ulla Vero "
-    "Wynn Xia Yara Zev Aric Bette Calla Dace Eira Fitz Galen Hedda Ivo Jory Kael Liora Maeve Noor Orrin Petra "
-    "Rook Saoirse Tamsin Uriel Vesna Wren Yusuf Zinnia"
-).split()
-LAST = (
-    "Vance Okafor Lindqvist Marrow Petrakis Quell Haddad Ostrowski Brannigan Talvi Castell Demir Fairweather "
-    "Gorski Holloway Ibarra Jansen Kowal Lachance Moravec Nakamura Oyelaran Prescott Rasmussen Szabo Thorne "
-    "Umberfield Valdez Whitlock Yilmaz Zelenko Ashgrove Bellamy Corvin Drummond Eberhardt Falkner Grisham "
-    "Huxley Isenberg Juarez Kilbride Loughran Mbeki Norquist Ostrander Pemberton Quintero Rutherford"
-).split()
+FIRST = ["Alma", "Bram", "Cora", "Dorin", "Elsa", "Fenn", "Gita", "Hale", "Ines", "Joss", "Kira", "Lenn", "Mira", "Nils", "Opal", "Pax", "Quin", "Rhea", "Sven", "Tova", "Ulla", "Vero", "Wynn", "Xia", "Yara", "Zev", "Aric", "Bette", "Calla", "Dace", "Eira", "Fitz", "Galen", "Hedda", "Ivo", "Jory", "Kael", "Liora", "Maeve", "Noor", "Orrin", "Petra", "Rook", "Saoirse", "Tamsin", "Uriel", "Vesna", "Wren", "Yusuf", "Zinnia"]
+LAST = ["Vance", "Okafor", "Lindqvist", "Marrow", "Petrakis", "Quell", "Haddad", "Ostrowski", "Brannigan", "Talvi", "Castell", "Demir", "Fairweather", "Gorski", "Holloway", "Ibarra", "Jansen", "Kowal", "Lachance", "Moravec", "Nakamura", "Oyelaran", "Prescott", "Rasmussen", "Szabo", "Thorne", "Umberfield", "Valdez", "Whitlock", "Yilmaz", "Zelenko", "Ashgrove", "Bellamy", "Corvin", "Drummond", "Eberhardt", "Falkner", "Grisham", "Huxley", "Isenberg", "Juarez", "Kilbride", "Loughran", "Mbeki", "Norquist", "Ostrander", "Pemberton", "Quintero", "Rutherford"]
 TITLES = ("Dr.", "Mr.", "Ms.", "Mrs.", "Prof.")
 QUESTION = "What is the phone number of {subject}?"
 _PHONE = re.compile(r"\d{3}\D{0,2}\d{3}\D{0,2}\d{4}")

@@ -7,7 +7,7 @@ returned in the caller's order. Which adapter is active is the caller's business
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,8 +103,18 @@ def cut(text: str, prompt: PromptFormat, tok: Any, stop: Sequence[str] | None = 
     return text.strip()
 
 
-def stream_text(model: Any, prompt: PromptFormat, text: str, config: ReadConfig, stop: Sequence[str] | None = None) -> Iterator[str]:
-    """Stream the greedy continuation of one formatted prompt, piece by piece (generation runs in a thread)."""
+def stream_text(
+    model: Any,
+    prompt: PromptFormat,
+    text: str,
+    config: ReadConfig,
+    stop: Sequence[str] | None = None,
+    generate: Callable[..., Any] | None = None,
+) -> Iterator[str]:
+    """Stream the greedy continuation of one formatted prompt, piece by piece (generation runs in a thread).
+
+    ``generate`` replaces ``model.generate`` on that thread (the memory wraps it to hold its lock).
+    """
     import threading
 
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
@@ -126,7 +136,7 @@ def stream_text(model: Any, prompt: PromptFormat, text: str, config: ReadConfig,
     def run() -> None:
         try:
             with torch.no_grad():
-                model.generate(**kwargs)
+                (generate or model.generate)(**kwargs)
         except BaseException as exc:  # surfaced in the caller's thread below
             error.append(exc)
             streamer.end()
@@ -135,7 +145,7 @@ def stream_text(model: Any, prompt: PromptFormat, text: str, config: ReadConfig,
     thread.start()
     markers = [m for m in [prompt.end, tok.eos_token, *(stop or ())] if m]
     hold = max(len(m) for m in markers) if markers else 0
-    so_far, emitted = "", 0
+    so_far, emitted, exhausted = "", 0, False
     try:
         for piece in streamer:
             so_far += piece
@@ -149,14 +159,16 @@ def stream_text(model: Any, prompt: PromptFormat, text: str, config: ReadConfig,
             if ended:
                 break
         else:
+            exhausted = True  # the streamer's end signal is consumed: draining again would wait forever
             final = cut(so_far, prompt, tok, stop)
             if len(final) > emitted:
                 yield final[emitted:]
     finally:
         # Runs on normal end, on a stop marker, and when the consumer abandons the stream (GeneratorExit).
         abandoned.set()
-        for _ in streamer:  # drain so the generation thread never blocks
-            pass
+        if not exhausted:
+            for _ in streamer:  # drain so the generation thread never blocks
+                pass
         thread.join()
     if error:
         raise error[0]

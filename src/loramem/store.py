@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._fs import fsync_dir, fsync_tree
 from .types import Document, Example, Fact, Item, item_from_dict
 
 SCHEMA_VERSION = 1
@@ -106,14 +107,6 @@ CREATE TABLE IF NOT EXISTS version_items (
     module_id TEXT NOT NULL, version INTEGER NOT NULL, item_id TEXT NOT NULL,
     PRIMARY KEY (module_id, version, item_id));
 """
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: Path) -> str:
@@ -324,17 +317,14 @@ class ModuleStore:
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / ADAPTER_WEIGHTS),
                   metadata={"format": "pt"})
         adapter_config.save_pretrained(str(tmp))
-        for f in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
-            with open(tmp / f, "rb") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
+        fsync_tree(tmp)
         digest = _sha256(tmp / ADAPTER_WEIGHTS)
         # 2. move it into place (a folder left there by a write that died before step 3 is not in the manifest)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         # 3. make it visible: one transaction
         now = time.time()
         with self._tx() as db:

@@ -188,8 +188,17 @@ def train(
     params = [p for n, p in model.named_parameters() if p.requires_grad]
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert params and all(f".{adapter_name}." in n or n.endswith(f".{adapter_name}") for n in names), names[:3]
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
+    # LoRA+ (Hayou et al. 2024): B starts at zero and benefits from a larger step than A.
+    b_params = [p for n, p in zip(names, params) if "lora_B" in n]
+    other = [p for n, p in zip(names, params) if "lora_B" not in n]
+    groups = [{"params": other, "lr": config.lr}, {"params": b_params, "lr": config.lr * config.lora_plus_ratio}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.weight_decay)
+    def lr_factor(step: int) -> float:
+        # Linear warm-up, then linear decay to 10% at the step cap (training usually stops well before).
+        warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
+        return warm * max(0.1, 1.0 - step / config.max_steps)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
 
     rng = random.Random(config.seed)
     rows_per_step = max(1, config.batch_tokens // config.seq_len)
@@ -224,6 +233,8 @@ def train(
                 t0 = time.perf_counter()
                 loss = loss_on_batch(model, batch)
                 loss.backward()
+                if config.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
@@ -301,7 +312,7 @@ def peft_config(model: Any, spec: LoraSpec) -> Any:
         kwargs["layers_to_transform"] = list(range(*spec.layers))
     return LoraConfig(
         r=spec.r,
-        lora_alpha=spec.lora_alpha,
+        lora_alpha=spec.lora_alpha,  # type: ignore[arg-type]  # peft annotates int; floats work (rsLoRA/PiSSA)
         lora_dropout=spec.dropout,
         target_modules=target_modules(model, spec),
         use_rslora=spec.use_rslora,

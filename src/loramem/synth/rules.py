@@ -20,7 +20,7 @@ _STOP = {"The", "A", "An", "In", "On", "At", "It", "He", "She", "They", "This", 
 
 
 def sentences(text: str) -> list[str]:
-    out = []
+    out: list[str] = []
     for para in re.split(r"\n\s*\n", text.strip()):
         para = " ".join(para.split())
         out.extend(s.strip() for s in _SENT.split(para) if len(s.strip()) > 3)
