@@ -38,7 +38,7 @@ def test_alias_conversion_is_atomic(tmp_path, monkeypatch):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
     (pkg / "fake.gguf").write_bytes(b"GGUF")
-    monkeypatch.setitem(models.ALIASES, "fake", models.Alias("fakepkg", "fake.gguf", "pip install fake", "test"))
+    monkeypatch.setitem(models.ALIASES, "fake", models.Alias("fakepkg", "fake.gguf", "org/fake", "pip install fake", "test"))
     monkeypatch.setattr(models, "_package_dir", lambda name: pkg)
 
     def dying_convert(folder, gguf_file, target):

@@ -325,7 +325,6 @@ class KnowledgeMemory:
         name = f"{module_id}__training"
         torch.manual_seed(tcfg.seed)
         cfg = peft_config(self._base if self._peft is None else self._peft.get_base_model(), spec)
-        cfg.base_model_name_or_path = self.model_config.name
         snapshot = self._snapshot_linear() if spec.init == "pissa" else None
         self._add_adapter(name, cfg)
         try:
@@ -352,13 +351,17 @@ class KnowledgeMemory:
                 saved_cfg.lora_alpha = scale * 2 * spec.r
                 saved_cfg.use_rslora = False
                 saved_cfg.init_lora_weights = True
-                saved_cfg.base_model_name_or_path = self.model_config.name
         except BaseException:
             if snapshot is not None:
                 self._restore_linear(snapshot)
             self._remove_adapter(name)
             raise
         self._remove_adapter(name)
+        from .models import ALIASES
+
+        alias = ALIASES.get(self.model_config.name)
+        saved_cfg.base_model_name_or_path = alias.hub_id if alias else self.model_config.name
+        saved_cfg.inference_mode = True
         return state, saved_cfg, result, trainable
 
     def _snapshot_linear(self) -> dict[str, Any]:

