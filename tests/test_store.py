@@ -174,3 +174,15 @@ def test_killed_during_commit_leaves_an_orphan_folder_that_is_ignored(mem, facts
     assert mem.ls("people")[0].version == 1
     assert mem.gc() == 1 and not (before.path.parent / "v2").exists()
     assert mem.write(facts[2:4], namespace="people").version == 2
+
+
+def test_many_processes_opening_a_new_store_at_once(tmp_path):
+    """Opening a fresh store from several processes at once must not fail with 'database is locked'."""
+    start = time.time() + 3.0  # every process opens at the same moment
+    code = (
+        "import time; from loramem.store import ModuleStore; "
+        f"time.sleep(max(0.0, {start} - time.time())); ModuleStore({str(tmp_path / 's')!r}).modules()"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors

@@ -134,9 +134,14 @@ class ModuleStore:
         self._db = sqlite3.connect(
             self.root / "manifest.sqlite", timeout=30.0, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._check_schema()
+        from filelock import FileLock
+
+        # Switching a new database to WAL and creating its tables takes locks that SQLite's busy timeout does
+        # not wait for: two processes opening a fresh store at once would see "database is locked".
+        with FileLock(str(self.root / ".open.lock"), timeout=60):
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._check_schema()
 
     # --- schema and locking ---------------------------------------------------------------------------------
 
