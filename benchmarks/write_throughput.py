@@ -24,7 +24,7 @@ def main() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    from loramem import KnowledgeMemory, SynthConfig, TrainConfig
+    from loramem import KnowledgeMemory, SynthConfig
     from loramem.demo import measure_matmul
     from loramem.phonebook import phonebook
     from loramem.synth import synthesize
