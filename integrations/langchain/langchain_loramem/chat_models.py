@@ -53,6 +53,14 @@ def shared_memory(store_path: str | os.PathLike[str], model_name: str) -> Knowle
     return KnowledgeMemory.shared(os.path.expanduser(os.fspath(store_path)), model=model)
 
 
+def accept_model_alias(data: Any) -> Any:
+    """Constructor kwargs: accept ``model=`` as well as ``model_name=`` (LangChain's usual spelling)."""
+    if isinstance(data, dict) and "model" in data and "model_name" not in data:
+        data = {**data, "model_name": data["model"]}
+        del data["model"]
+    return data
+
+
 def check_namespace(namespace: str | None) -> str | None:
     """None (the bare base model) or a valid loramem namespace."""
     if namespace is None:
@@ -143,11 +151,7 @@ class ChatLoRAMemory(BaseChatModel):
     @model_validator(mode="before")
     @classmethod
     def _model_alias(cls, data: Any) -> Any:
-        """Accept ``model=`` as well as ``model_name=`` (LangChain's usual spelling)."""
-        if isinstance(data, dict) and "model" in data and "model_name" not in data:
-            data = {**data, "model_name": data["model"]}
-            del data["model"]
-        return data
+        return accept_model_alias(data)
 
     @field_validator("namespace")
     @classmethod

@@ -22,7 +22,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import Field, field_validator, model_validator
 
-from .chat_models import check_namespace, shared_memory
+from .chat_models import accept_model_alias, check_namespace, shared_memory
 
 if TYPE_CHECKING:
     from loramem import KnowledgeMemory
@@ -152,11 +152,7 @@ class LoRAMemoryRetriever(BaseRetriever):
     @model_validator(mode="before")
     @classmethod
     def _model_alias(cls, data: Any) -> Any:
-        """Accept ``model=`` as well as ``model_name=`` (LangChain's usual spelling)."""
-        if isinstance(data, dict) and "model" in data and "model_name" not in data:
-            data = {**data, "model_name": data["model"]}
-            del data["model"]
-        return data
+        return accept_model_alias(data)
 
     @field_validator("namespace")
     @classmethod
