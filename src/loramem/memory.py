@@ -482,6 +482,44 @@ class KnowledgeMemory:
         return self._answers(questions, infos, out, load_s, reader)
 
     @_locked
+    def logprobs(
+        self,
+        questions: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        namespace: str | None = "default",
+        *,
+        module: str | None = None,
+        context: str | Sequence[str | None] | None = None,
+        reduce: str = "sum",
+    ) -> list[list[float]]:
+        """Log-probability of each candidate answer given each question, as the chosen module would answer.
+
+        ``reduce``: ``sum`` (the whole answer), ``first`` (its first token, CounterFact's efficacy test) or
+        ``mean`` (per token). One forward pass per (question, candidate) pair, batched.
+        """
+        if reduce not in ("sum", "first", "mean"):
+            raise ValueError(f"reduce: expected 'sum', 'first' or 'mean', got {reduce!r}")
+        if len(candidates) != len(questions):
+            raise ValueError(f"candidates: expected {len(questions)} lists (one per question), got {len(candidates)}")
+        contexts: list[str | None] = (
+            [None] * len(questions) if context is None
+            else [context] * len(questions) if isinstance(context, str) else list(context)
+        )
+        if len(contexts) != len(questions):
+            raise ValueError(f"context: expected {len(questions)} entries, got {len(contexts)}")
+        self._ensure_model()
+        from .read import answer_logprobs
+
+        pairs = [(self._prompt.prompt(q, c), cand) for q, c, cands in zip(questions, contexts, candidates) for cand in cands]
+        with self._active(self._resolve(namespace, module)):
+            flat = answer_logprobs(self.model, self._prompt.tokenizer, pairs, self.read_config.batch_size, reduce)
+        out: list[list[float]] = []
+        for cands in candidates:
+            out.append(flat[: len(cands)])
+            flat = flat[len(cands) :]
+        return out
+
+    @_locked
     def chat(
         self,
         conversations: Sequence[Sequence[dict[str, str]]],

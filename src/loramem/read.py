@@ -80,6 +80,38 @@ def generate_texts(
     return results
 
 
+@torch.no_grad()
+def answer_logprobs(
+    model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int, reduce: str = "sum"
+) -> list[float]:
+    """Log p(answer | prompt) for (formatted prompt, answer) pairs; right-padded batches, one forward each."""
+    encoded = []
+    for prompt_text, answer in pairs:
+        p_ids = tok(prompt_text, add_special_tokens=False)["input_ids"]
+        a_ids = tok(answer, add_special_tokens=False)["input_ids"]
+        if not a_ids:
+            raise ValueError(f"candidate answer {answer!r} has no tokens")
+        encoded.append((p_ids, a_ids))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    out: list[float] = [0.0] * len(pairs)
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        width = max(len(p) + len(a) for p, a in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, (p, a) in enumerate(chunk):
+            ids[row, : len(p) + len(a)] = torch.tensor(p + a)
+            mask[row, : len(p) + len(a)] = 1
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()  # (B, T, V)
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t+1
+        for row, (p, a) in enumerate(chunk):
+            pos = torch.arange(len(p) - 1, len(p) + len(a) - 1)
+            token_lp = logp[row, pos, torch.tensor(a)]
+            value = token_lp[0] if reduce == "first" else token_lp.mean() if reduce == "mean" else token_lp.sum()
+            out[start + row] = float(value)
+    return out
+
+
 def _generation_kwargs(prompt: PromptFormat, config: ReadConfig, pad: int) -> dict[str, Any]:
     tok = prompt.tokenizer
     stop_ids = [tok.eos_token_id] + ([prompt.end_ids[0]] if len(prompt.end_ids) == 1 else [])

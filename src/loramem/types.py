@@ -153,6 +153,7 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     reader: str = "lora"
     usage: dict[str, int] = field(default_factory=dict)  # input_tokens, output_tokens
+    details: dict[str, Any] = field(default_factory=dict)  # reader-specific: context kept/dropped, route scores
 
     def __str__(self) -> str:
         return self.text
@@ -199,3 +200,7 @@ class Reader(Protocol):
     name: str
 
     def answer(self, questions: Sequence[str], **kwargs: Any) -> list[Answer]: ...
+
+    def score(self, questions: Sequence[str], candidates: Sequence[Sequence[str]], **kwargs: Any) -> list[list[float]]:
+        """Log-probability of each candidate answer to each question (what the reader would say, scored)."""
+        ...
