@@ -56,7 +56,7 @@ def test_namespaces_are_separate(mem, facts):
     assert mem.ask("What is the favourite colour of Alma?", namespace="a").text == "blue"
     assert mem.ask("What is the favourite colour of Alma?", namespace="b").text == "orange"
     assert sorted(mem.namespaces()) == ["a", "b"]
-    dropped = mem.forget("b")
+    dropped = mem.forget_namespace("b")
     assert len(dropped) == 1 and mem.namespaces() == ["a"]
     with pytest.raises(KeyError, match="namespace 'b' holds nothing"):
         mem.ask("What is the favourite colour of Alma?", namespace="b")

@@ -110,20 +110,75 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not infos:
         print("no modules")
         return 0
-    header = f"{'namespace':<16} {'module':<24} {'ver':>3} {'rank':>4} {'items':>6} {'k-tokens':>8} {'recall':>7}"
+    from .capacity import CapacityModel
+
+    header = (f"{'namespace':<16} {'module':<24} {'ver':>3} {'rank':>4} {'items':>6} {'k-tokens':>8} "
+              f"{'capacity':>8} {'fill':>5} {'recall':>7}")
     print(header)
+    models: dict[str, CapacityModel | None] = {}
     for i in infos:
+        if i.base_model not in models:
+            models[i.base_model] = CapacityModel.for_store(store.root, i.base_model)
+        cap_model = models[i.base_model]
+        r = int(i.lora_spec.get("r", 0))
+        cap = cap_model.capacity(r) if cap_model is not None else None
+        fill = f"{i.knowledge_tokens / cap:>5.0%}" if cap else f"{'?':>5}"
         print(
-            f"{i.namespace:<16} {i.module_id:<24} {i.version:>3} {i.lora_spec.get('r', '?'):>4} {i.items:>6} "
-            f"{i.knowledge_tokens:>8} {i.recall:>7.1%}"
+            f"{i.namespace:<16} {i.module_id:<24} {i.version:>3} {r:>4} {i.items:>6} "
+            f"{i.knowledge_tokens:>8} {cap if cap is not None else '?':>8} {fill} {i.recall:>7.1%}"
         )
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .capacity import calibrate
+    from .config import TrainConfig
+
+    mem = _open(args)
+    train = TrainConfig.from_dict({**mem.train_config.to_dict(), "max_steps": args.max_steps, "progress": False,
+                                   "target_recall": args.target, "batch_tokens": args.batch_tokens})
+    ranks = [int(x) for x in args.ranks.split(",")]
+    sizes = [int(x) for x in args.sizes.split(",")]
+    out = args.out or os.path.join(args.store, "capacity.json")
+    command = "loramem " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["calibrate"] else "loramem calibrate"
+    points: list[dict[str, object]] = []
+
+    def progress(point: dict[str, object]) -> None:
+        points.append(point)
+        print(json.dumps(point), flush=True)
+
+    model = calibrate(mem, ranks=ranks, sizes=sizes, train=train, threshold=args.threshold, on_point=progress,
+                      order=args.order, checkpoint=out)
+    model.command = command
+    model.save(out)
+    print(f"saturation (knowledge tokens at >= {args.threshold:.0%} recall) per rank: {model.saturation()}")
+    print(f"efficiency (tokens / trainable parameter): "
+          f"{ {r: f'{e:.2e}' for r, e in model.efficiency().items()} }")
+    print(f"wrote {out}")
     return 0
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
     mem = _open(args)
-    dropped = mem.forget(args.namespace)
+    if args.item:
+        report = mem.forget(args.item, namespace=args.namespace)
+        if report is None:
+            print(f"forgot {len(args.item)} item(s); nothing left to train, module(s) dropped")
+        else:
+            print(report.summary())
+            print(f"verify: {json.dumps(report.details.get('verify'))}")
+        return 0
+    dropped = mem.forget_namespace(args.namespace)
     print(f"forgot namespace {args.namespace!r}: dropped {len(dropped)} module(s) {', '.join(dropped)}")
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    mem = _open(args)
+    for item in read_items(args.file):
+        report = mem.update(item, namespace=args.namespace)
+        print(report.summary())
+        print(f"verify: {json.dumps(report.details.get('verify'))}")
     return 0
 
 
@@ -167,9 +222,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace", default=None)
     p.set_defaults(func=cmd_ls)
 
-    p = sub.add_parser("forget", help="drop a namespace's modules and items")
+    p = sub.add_parser("forget", help="delete items (--item ID), or a whole namespace's modules and items")
     common(p)
+    p.add_argument("--item", action="append", help="item id to delete (repeatable); without it the namespace goes")
     p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser("update", help="replace facts/documents by new values (same subject+relation, or title)")
+    common(p)
+    p.add_argument("file", help=".jsonl of the new items")
+    p.set_defaults(func=cmd_update)
+
+    p = sub.add_parser("calibrate", help="measure how much a module holds per rank (PhoneBook sweep)")
+    common(p, namespace=False)
+    p.add_argument("--ranks", default="2,4,8,16,32,64")
+    p.add_argument("--sizes", default="4,8,16,32,64,128", help="PhoneBook entries per point")
+    p.add_argument("--max-steps", type=int, default=30, help="step budget per point (capacity is what fits in it)")
+    p.add_argument("--batch-tokens", type=int, default=512)
+    p.add_argument("--target", type=float, default=0.95, help="training stops early at this recall")
+    p.add_argument("--threshold", type=float, default=0.9, help="recall a size must reach to count as held")
+    p.add_argument("--order", choices=["size", "rank"], default="size", help="loop order (size: all ranks per size)")
+    p.add_argument("--out", help="capacity JSON (default <store>/capacity.json, which the planner then uses)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("demo", help="write and ask 100 PhoneBook entries on the embedded model")
     p.add_argument("--entries", type=int, default=100)

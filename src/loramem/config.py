@@ -176,12 +176,47 @@ class TrainConfig(_Config):
         _expect(self.warmup_steps >= 0, "warmup_steps", "an int >= 0", self.warmup_steps)
 
 
+MERGE_METHODS = ("ties", "linear", "dare_ties", "dare_linear", "cat", "svd")
+
+
 @dataclass
 class ReadConfig(_Config):
     max_new_tokens: int = _help("Longest answer generated.", default=48)
     batch_size: int = _help("Questions per generation batch.", default=32)
     progress: bool = _help("Show a progress bar on batched reads of more than one batch.", default=True)
+    route: str = _help("Router for a namespace of several modules: embedding, all (merge every module), or a "
+                       "registered name.", default="embedding")
+    top_k: int = _help("Modules the router picks per question (more than one are merged).", default=1)
+    threshold: float = _help("Embedding router: below this cosine similarity no module answers (bare model).",
+                             default=0.3)
+    merge: str = _help(f"How several modules answering one question are merged: one of {MERGE_METHODS}.",
+                       default="ties")
+    mixed_batches: bool = _help("Questions for different modules share one generation pass (peft adapter_names); "
+                                "off: one pass per module.", default=True)
+    cache_mb: float = _help("Memory budget of loaded adapters (LRU); the least recently used are unloaded.",
+                            default=1024.0)
 
     def __post_init__(self) -> None:
         _expect(self.max_new_tokens >= 1, "max_new_tokens", "an int >= 1", self.max_new_tokens)
         _expect(self.batch_size >= 1, "batch_size", "an int >= 1", self.batch_size)
+        _expect(isinstance(self.route, str) and bool(self.route), "route", "a router name", self.route)
+        _expect(self.top_k >= 1, "top_k", "an int >= 1", self.top_k)
+        _expect(-1.0 <= self.threshold <= 1.0, "threshold", "a cosine similarity in [-1, 1]", self.threshold)
+        _expect(self.merge in MERGE_METHODS, "merge", f"one of {MERGE_METHODS}", self.merge)
+        _expect(self.cache_mb > 0, "cache_mb", "> 0", self.cache_mb)
+
+
+@dataclass
+class PlanConfig(_Config):
+    split: bool = _help("Split writes across modules when a capacity model says one module would overfill.",
+                        default=True)
+    fill: float = _help("Fill modules to at most this share of their capacity (headroom for later writes).",
+                        default=0.8)
+    auto_rank: bool = _help("Let the capacity model choose the rank of new modules (unless write() is given "
+                            "lora=).", default=True)
+    group_by: Literal["topic", "arrival"] = _help("How a split groups items: by embedding topic or arrival order.",
+                                                  default="topic")
+
+    def __post_init__(self) -> None:
+        _expect(0.0 < self.fill <= 1.0, "fill", "a float in (0, 1]", self.fill)
+        _expect(self.group_by in ("topic", "arrival"), "group_by", "'topic' or 'arrival'", self.group_by)

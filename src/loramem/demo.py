@@ -110,7 +110,7 @@ def run_demo(
 
     facts = phonebook(entries, seed=seed)
     if "phonebook" in mem.namespaces():
-        mem.forget("phonebook")
+        mem.forget_namespace("phonebook")
     say(f"writing {entries} PhoneBook entries, e.g. {facts[0].canonical_question} -> {facts[0].object}")
     report = mem.write(facts, namespace="phonebook")
     say(report.summary())

@@ -17,15 +17,19 @@ import functools
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar, overload
 
-from .config import LoraSpec, ModelConfig, ReadConfig, SynthConfig, TrainConfig
+from .capacity import CapacityModel
+from .config import MERGE_METHODS, LoraSpec, ModelConfig, PlanConfig, ReadConfig, SynthConfig, TrainConfig
+from .plan import Assignment
 from .store import BaseModelMismatchError, ModuleInfo, ModuleStore, check_namespace
 from .types import Answer, Document, Fact, Item, WriteReport
 
 ModelArg = str | ModelConfig | tuple[Any, Any]
 F = TypeVar("F", bound=Callable[..., Any])
+BASE = "__base__"  # peft's adapter name for "no adapter" in a mixed-adapter batch
 
 
 _SHARED: dict[tuple[str, str], KnowledgeMemory] = {}
@@ -55,6 +59,7 @@ class KnowledgeMemory:
         train: TrainConfig | None = None,
         synth: SynthConfig | None = None,
         read: ReadConfig | None = None,
+        plan: PlanConfig | None = None,
     ) -> None:
         self.store = store
         if isinstance(model, tuple):
@@ -71,7 +76,13 @@ class KnowledgeMemory:
         self._peft: Any = None  # PeftModel wrapping _base, once a first adapter exists
         self._prompt: Any = None
         self._fingerprint: str | None = None
-        self._loaded: dict[str, str] = {}  # module_id -> adapter name currently loaded ("<id>__v<N>")
+        # LRU cache of loaded adapters: module id (or merged-set key) -> adapter name ("<id>__v<N>", "merged__...")
+        self._loaded: OrderedDict[str, str] = OrderedDict()
+        self._adapter_bytes: dict[str, int] = {}
+        self.cache_stats = {"hits": 0, "misses": 0, "evictions": 0}
+        self.plan_config = plan or PlanConfig()
+        self._capacity: CapacityModel | None | bool = False  # False: not looked up yet
+        self._routers: dict[tuple[str, int, float], Any] = {}
         self._lock = threading.RLock()
 
     @classmethod
@@ -95,6 +106,7 @@ class KnowledgeMemory:
         train: TrainConfig | None = None,
         synth: SynthConfig | None = None,
         read: ReadConfig | None = None,
+        plan: PlanConfig | None = None,
         lock_timeout: float = 600.0,
     ) -> KnowledgeMemory:
         """Open (or create) the store at ``path``. The model loads on first use, so opening is cheap.
@@ -102,7 +114,8 @@ class KnowledgeMemory:
         ``model`` is an alias (default ``smollm2-135m``, the embedded SmolLM2-135M-Instruct), a local Hugging Face
         folder, a hub id, a ``ModelConfig``, or an already loaded ``(model, tokenizer)`` pair.
         """
-        return cls(ModuleStore(path, lock_timeout=lock_timeout), model, lora=lora, train=train, synth=synth, read=read)
+        return cls(ModuleStore(path, lock_timeout=lock_timeout), model, lora=lora, train=train, synth=synth, read=read,
+                   plan=plan)
 
     # --- model -----------------------------------------------------------------------------------------------
 
@@ -145,6 +158,7 @@ class KnowledgeMemory:
             self._peft = get_peft_model(self._base, peft_cfg, adapter_name=name)
         else:
             self._peft.add_adapter(name, peft_cfg)
+        self._peft.eval()  # new modules start in training mode; reads (and mixed batches) need eval mode
 
     def _remove_adapter(self, name: str) -> None:
         if self._peft is None or name not in self._peft.peft_config:
@@ -160,9 +174,34 @@ class KnowledgeMemory:
                 # "Adapter X was active which is now deleted": reads always set the adapter they need.
                 warnings.simplefilter("ignore", UserWarning)
                 self._peft.delete_adapter(name)
-        for mid, loaded in list(self._loaded.items()):
+        for key, loaded in list(self._loaded.items()):
             if loaded == name:
-                del self._loaded[mid]
+                del self._loaded[key]
+        self._adapter_bytes.pop(name, None)
+
+    def _adapter_size(self, name: str) -> int:
+        return sum(p.numel() * p.element_size() for n, p in self._peft.named_parameters() if f".{name}." in n)
+
+    def _touch(self, key: str, name: str, pinned: set[str]) -> None:
+        """Mark an adapter most recently used, then evict least recently used ones over the memory budget."""
+        self._loaded[key] = name
+        self._loaded.move_to_end(key)
+        if name not in self._adapter_bytes:
+            self._adapter_bytes[name] = self._adapter_size(name)
+        budget = int(self.read_config.cache_mb * 2**20)
+        for old_key in list(self._loaded):
+            if sum(self._adapter_bytes.get(n, 0) for n in set(self._loaded.values())) <= budget:
+                break
+            old = self._loaded[old_key]
+            if old in pinned or old == name:
+                continue
+            self._remove_adapter(old)
+            self.cache_stats["evictions"] += 1
+
+    def cache_info(self) -> dict[str, Any]:
+        """Loaded adapters (most recent last), their bytes, and hit/miss/eviction counts of the LRU cache."""
+        return {"loaded": list(self._loaded), "bytes": sum(self._adapter_bytes.values()),
+                "budget_bytes": int(self.read_config.cache_mb * 2**20), **self.cache_stats}
 
     def _check_base(self, info: ModuleInfo) -> None:
         if info.base_fingerprint != self.fingerprint:
@@ -172,13 +211,16 @@ class KnowledgeMemory:
                 f"{self.fingerprint}); open the store with the model it was written with"
             )
 
-    def load_module(self, info: ModuleInfo) -> str:
-        """Load a module version as a named adapter (once); returns the adapter name."""
+    def load_module(self, info: ModuleInfo, pinned: set[str] | None = None) -> str:
+        """Load a module version as a named adapter (from disk only on a cache miss); returns the adapter name."""
         self._ensure_model()
         self._check_base(info)
-        name = f"{info.module_id}__v{info.version}"
+        name = f"{_adapter_stem(info.module_id)}__v{info.version}"
         if self._loaded.get(info.module_id) == name:
+            self.cache_stats["hits"] += 1
+            self._touch(info.module_id, name, pinned or set())
             return name
+        self.cache_stats["misses"] += 1
         from peft import LoraConfig, set_peft_model_state_dict
 
         cfg_dict, state = self.store.load_adapter(info)
@@ -194,7 +236,48 @@ class KnowledgeMemory:
         if missing:
             self._remove_adapter(name)
             raise ValueError(f"module {info.module_id}: adapter weights do not fit this model: {missing[:3]}")
-        self._loaded[info.module_id] = name
+        self._touch(info.module_id, name, pinned or set())
+        return name
+
+    def merged(self, infos: Sequence[ModuleInfo], method: str | None = None, pinned: set[str] | None = None) -> str:
+        """Merge module versions into one adapter with peft's ``add_weighted_adapter``; cached by module set.
+
+        ``method``: linear (weights 1/k, same ranks), ties / dare_ties / dare_linear (density 0.5, weights 1),
+        cat (concatenation: the exact sum of the modules' updates), svd (the sum, truncated to the largest rank).
+        """
+        method = method or self.read_config.merge
+        if method not in MERGE_METHODS:
+            raise ValueError(f"merge: expected one of {MERGE_METHODS}, got {method!r}")
+        if len(infos) == 1:
+            return self.load_module(infos[0], pinned)
+        key = f"merge:{method}:" + "+".join(sorted(f"{i.module_id}@v{i.version}" for i in infos))
+        name = self._loaded.get(key)
+        if name is not None:
+            self.cache_stats["hits"] += 1
+            self._touch(key, name, pinned or set())
+            return name
+        self.cache_stats["misses"] += 1
+        import hashlib
+
+        pinned = set(pinned or ())
+        names = []
+        for info in infos:
+            names.append(self.load_module(info, pinned))
+            pinned.add(names[-1])
+        ranks = {int(i.lora_spec.get("r", 0)) for i in infos}
+        if method in ("linear", "ties", "dare_ties", "dare_linear") and len(ranks) > 1:
+            raise ValueError(f"merge {method!r} needs modules of one rank, got ranks {sorted(ranks)}; use 'cat' or 'svd'")
+        name = "merged__" + hashlib.sha1(key.encode()).hexdigest()[:12]
+        k = len(names)
+        kwargs: dict[str, Any] = {"combination_type": method, "weights": [1.0 / k if method == "linear" else 1.0] * k}
+        if method in ("ties", "dare_ties", "dare_linear"):
+            kwargs["density"] = 0.5
+        if method == "ties":
+            kwargs["majority_sign_method"] = "total"
+        if method == "svd":
+            kwargs["svd_rank"] = max(ranks)
+        self._peft.add_weighted_adapter(adapters=names, adapter_name=name, **kwargs)
+        self._touch(key, name, pinned)
         return name
 
     # --- writing ---------------------------------------------------------------------------------------------
@@ -205,89 +288,147 @@ class KnowledgeMemory:
         items: Fact | Document | Iterable[Fact | Document],
         namespace: str = "default",
         *,
+        module: str | None = None,
+        split: bool | None = None,
         lora: LoraSpec | None = None,
         train: TrainConfig | None = None,
         synth: SynthConfig | None = None,
         llm: Any | None = None,
     ) -> WriteReport:
-        """Write items into the namespace's module (creating it, or training a new version of it).
+        """Write items into the namespace's module(s), training a new version of each module that changes.
 
-        Items already held are not trained on twice; the new version replays every item the namespace holds.
-        ``llm``: a callable or LangChain chat model that writes the training data (off by default).
+        Where the items go:
+
+        - ``module="<id>"``: into that module (created if the namespace has no module of that id).
+        - otherwise the planner decides (``PlanConfig``): with a capacity model for the base model, items that do
+          not fit the namespace's modules are grouped by topic and split across new modules, each given the rank
+          the capacity model says; without one (or with ``split=False``) everything goes to one module.
+
+        Items already held are not trained on twice; a module's new version replays every item it holds, so
+        nothing written before is lost. ``llm``: a callable or LangChain chat model that writes the training
+        data (off by default). When several modules change, the report sums them and lists each in ``parts``.
         """
         items = _as_items(items)
         check_namespace(namespace)
-        spec = lora or self.lora
+        if module is not None:
+            check_namespace(module)
         tcfg = train or self.train_config
         scfg = synth or self.synth_config
         self._ensure_model()
         t_start = time.perf_counter()
         with self.store.write_lock():
-            t_locked = time.perf_counter()
+            lock_wait = time.perf_counter() - t_start
             current = self.store.modules(namespace)
-            info = current[0] if current else None
-            if info is not None:
+            for info in current:
                 self._check_base(info)
-            held = set(self.store.module_items(info.module_id, info.version)) if info else set()
+            held = {i: m.module_id for m in current for i in self.store.module_items(m.module_id, m.version)}
             new = [it for it in _dedupe(items) if it.id not in held]
-            if not new and info is not None:
-                return _noop_report(info, namespace, time.perf_counter() - t_start)
+            if module is not None:
+                mine = [m for m in current if m.module_id == module]
+                if not mine and any(m.module_id == module for m in self.store.modules()):
+                    raise ValueError(f"module {module!r} belongs to another namespace than {namespace!r}")
+                new = [it for it in new if held.get(it.id) != module]
+            if not new:
+                target = [m for m in current if module is None or m.module_id == module]
+                if target:
+                    return _noop_report(target[0], namespace, time.perf_counter() - t_start)
 
             from .synth import synthesize
 
             t0 = time.perf_counter()
-            new_examples = synthesize(new, scfg, llm=llm)
-            old_examples = self.store.examples(namespace, sorted(held))
+            new_examples = synthesize(new, scfg, llm=llm) if new else []
             synth_s = time.perf_counter() - t0
-            examples = old_examples + new_examples
-            module_id = info.module_id if info else self.store.new_module_id(namespace)
-            if info is not None and info.lora_spec != spec.to_dict():
-                spec = LoraSpec.from_dict(info.lora_spec)  # a module keeps the spec it was created with
-            prev_state = self.store.load_adapter(info)[1] if info is not None and spec.init != "pissa" else None
-            t0 = time.perf_counter()
-            state, peft_cfg, result, trainable = self._train_module(module_id, spec, tcfg, examples, prev_state)
-            train_wall = time.perf_counter() - t0
+            if module is not None:
+                dest = next((m for m in current if m.module_id == module), None)
+                assignments = [Assignment(dest, module, lora or self.lora, new, f"module={module} given")]
+            else:
+                assignments = self._plan(namespace, current, new, new_examples, lora, split)
+            reports = []
+            for a in assignments:
+                examples = [e for e in new_examples if e.item_id in {it.id for it in a.items}]
+                reports.append(self._write_module(namespace, a, examples, tcfg, scfg))
+        return _combine(reports, lock_wait, synth_s, time.perf_counter() - t_start)
 
-            from .train import count_knowledge_tokens
+    def _plan(
+        self,
+        namespace: str,
+        current: list[ModuleInfo],
+        new: list[Item],
+        new_examples: list[Any],
+        lora: LoraSpec | None,
+        split: bool | None,
+    ) -> list[Assignment]:
+        """Which module each new item goes to (see ``loramem.plan``)."""
+        from .plan import plan_write
 
-            knowledge = count_knowledge_tokens(examples, self._prompt)
-            report_fields = {
-                "steps": result.steps,
-                "epochs": round(result.epochs, 3),
-                "tokens_trained": result.tokens_trained,
-                "train_seconds": round(result.train_seconds, 3),
-                "eval_seconds": round(result.eval_seconds, 3),
-                "padding_fraction": round(result.padding_fraction, 4),
-                "reached_target": result.reached_target,
-                "target_recall": tcfg.target_recall,
-                "train_config": tcfg.to_dict(),
-                "synth_config": scfg.to_dict(),
-            }
-            t0 = time.perf_counter()
-            version = self.store.commit_version(
-                module_id=module_id,
-                namespace=namespace,
-                adapter_config=peft_cfg,
-                state=state,
-                base_model=self.model_config.name,
-                base_fingerprint=self.fingerprint,
-                lora_spec=spec.to_dict(),
-                trainable_params=trainable,
-                knowledge_tokens=knowledge,
-                recall=result.recall,
-                report=report_fields,
-                new_items=new,
-                new_examples=new_examples,
-                held_item_ids=sorted(held | {it.id for it in new}),
-            )
-            save_s = time.perf_counter() - t0
-        total = time.perf_counter() - t_start
+        capacity = self.capacity if (split is not False and self.plan_config.split) else None
+        return plan_write(self, namespace, current, new, new_examples, lora, capacity)
+
+    def _write_module(
+        self, namespace: str, a: Assignment, new_examples: list[Any], tcfg: TrainConfig, scfg: SynthConfig,
+        *, fresh: bool = False, keep: list[str] | None = None, removed: list[str] | None = None,
+    ) -> WriteReport:
+        """Train and commit one module version holding its previous items (or ``keep``) plus ``a.items``.
+
+        ``fresh``: start from new adapter weights instead of the previous version's (rebuilds after a delete).
+        """
+        t_start = time.perf_counter()
+        info = a.info
+        spec = a.spec
+        held = set(keep) if keep is not None else set(self.store.module_items(info.module_id, info.version)) if info else set()
+        old_examples = self.store.examples(namespace, sorted(held))
+        examples = old_examples + new_examples
+        module_id = a.module_id or self.store.new_module_id(namespace)
+        if info is not None and info.lora_spec != spec.to_dict():
+            spec = LoraSpec.from_dict(info.lora_spec)  # a module keeps the spec it was created with
+        warm = info is not None and spec.init != "pissa" and not fresh
+        prev_state = self.store.load_adapter(info)[1] if warm and info is not None else None
+        t0 = time.perf_counter()
+        state, peft_cfg, result, trainable = self._train_module(module_id, spec, tcfg, examples, prev_state)
+        train_wall = time.perf_counter() - t0
+
+        from .train import count_knowledge_tokens
+
+        knowledge = count_knowledge_tokens(examples, self._prompt)
+        report_fields = {
+            "steps": result.steps,
+            "epochs": round(result.epochs, 3),
+            "tokens_trained": result.tokens_trained,
+            "train_seconds": round(result.train_seconds, 3),
+            "eval_seconds": round(result.eval_seconds, 3),
+            "padding_fraction": round(result.padding_fraction, 4),
+            "reached_target": result.reached_target,
+            "target_recall": tcfg.target_recall,
+            "train_config": tcfg.to_dict(),
+            "synth_config": scfg.to_dict(),
+            "plan": a.reason,
+            **({"removed": removed} if removed else {}),
+        }
+        t0 = time.perf_counter()
+        version = self.store.commit_version(
+            module_id=module_id,
+            namespace=namespace,
+            adapter_config=peft_cfg,
+            state=state,
+            base_model=self.model_config.name,
+            base_fingerprint=self.fingerprint,
+            lora_spec=spec.to_dict(),
+            trainable_params=trainable,
+            knowledge_tokens=knowledge,
+            recall=result.recall,
+            report=report_fields,
+            new_items=a.items,
+            new_examples=new_examples,
+            held_item_ids=sorted(held | {it.id for it in a.items}),
+        )
+        save_s = time.perf_counter() - t0
+        self._forget_keys(module_id)
         return WriteReport(
             namespace=namespace,
             module_id=module_id,
             version=version,
-            items_written=len(new),
-            items_total=len(held) + len(new),
+            items_written=len(a.items),
+            items_total=len(held) + len(a.items),
             examples=len([e for e in examples if e.format != "probe"]),
             steps=result.steps,
             epochs=result.epochs,
@@ -295,12 +436,10 @@ class KnowledgeMemory:
             knowledge_tokens=knowledge,
             recall=result.recall,
             reached_target=result.reached_target,
-            seconds=total,
+            seconds=time.perf_counter() - t_start,
             tokens_per_second=result.tokens_per_second,
             trainable_params=trainable,
             timings={
-                "lock_wait": t_locked - t_start,
-                "synthesize": synth_s,
                 "train": result.train_seconds,
                 "recall_checks": result.eval_seconds,
                 "train_wall": train_wall,
@@ -322,7 +461,7 @@ class KnowledgeMemory:
 
         from .train import peft_config, pissa_to_lora, train
 
-        name = f"{module_id}__training"
+        name = f"{_adapter_stem(module_id)}__training"
         torch.manual_seed(tcfg.seed)
         cfg = peft_config(self._base if self._peft is None else self._peft.get_base_model(), spec)
         snapshot = self._snapshot_linear() if spec.init == "pissa" else None
@@ -389,11 +528,15 @@ class KnowledgeMemory:
     @overload
     def ask(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]; str wins
         self, question: str, namespace: str | None = ..., *, module: str | None = ...,
+        modules: Sequence[str | Sequence[str] | None] | None = ..., route: str | None = ...,
+        top_k: int | None = ..., threshold: float | None = ..., merge: str | None = ...,
         context: str | Sequence[str | None] | None = ..., max_new_tokens: int | None = ...,
     ) -> Answer: ...
     @overload
     def ask(
         self, question: Sequence[str], namespace: str | None = ..., *, module: str | None = ...,
+        modules: Sequence[str | Sequence[str] | None] | None = ..., route: str | None = ...,
+        top_k: int | None = ..., threshold: float | None = ..., merge: str | None = ...,
         context: str | Sequence[str | None] | None = ..., max_new_tokens: int | None = ...,
     ) -> list[Answer]: ...
 
@@ -404,82 +547,176 @@ class KnowledgeMemory:
         namespace: str | None = "default",
         *,
         module: str | None = None,
+        modules: Sequence[str | Sequence[str] | None] | None = None,
+        route: str | None = None,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        merge: str | None = None,
         context: str | Sequence[str | None] | None = None,
         max_new_tokens: int | None = None,
     ) -> Answer | list[Answer]:
-        """Answer one question or a list (batched), with the namespace's module active.
+        """Answer one question or a list (batched) with the right module(s) active.
 
-        ``namespace=None`` answers with the bare base model; ``module`` picks a module id explicitly;
+        Which modules answer: ``namespace=None`` the bare base model; ``module`` one module id for every
+        question; ``modules`` one entry per question (a module id, a list of ids to merge, or None for the bare
+        model: oracle routing); otherwise the namespace's module, or, when it has several, the router
+        (``route``, default ``ReadConfig.route``: ``embedding``, top-``top_k`` above ``threshold``; a question
+        no module reaches is answered by the bare model). Questions routed to different modules share one
+        generation pass (peft mixed-adapter batches); a question routed to several modules gets them merged
+        (``merge``: ties, linear, dare_ties, dare_linear, cat, svd), cached per module set.
         ``context`` puts text in the prompt before the question (RAG/ICL on top of the memory).
         """
         single = isinstance(question, str)
         questions: list[str] = [question] if isinstance(question, str) else list(question)
         if not questions or any(not isinstance(q, str) or not q.strip() for q in questions):
             raise ValueError(f"question: expected a non-empty string or list of them, got {question!r:.80}")
-        contexts: list[str | None] | None = None
-        if context is not None:
-            contexts = [context] * len(questions) if isinstance(context, str) else list(context)
-            if len(contexts) != len(questions):
-                raise ValueError(f"context: expected {len(questions)} entries, got {len(contexts)}")
+        contexts = _per_question("context", context, len(questions))
         self._ensure_model()
-        infos = self._resolve(namespace, module)
-        answers = self._generate(questions, infos, contexts, max_new_tokens)
+        routes = self._select(questions, namespace, module, modules, route, top_k, threshold)
+        routed = module is None and modules is None and namespace is not None and (
+            route is not None or len({i.module_id for r in routes for i, _ in r}) > 1 or len(self.store.modules(namespace)) > 1)
+        answers = self._generate(questions, routes, contexts, max_new_tokens, merge, routed)
         return answers[0] if single else answers
 
-    def _resolve(self, namespace: str | None, module: str | None) -> list[ModuleInfo]:
+    # --- routing and activation ------------------------------------------------------------------------------
+
+    def router(self, name: str | None = None, top_k: int | None = None, threshold: float | None = None) -> Any:
+        """The router ``name`` (default ``ReadConfig.route``) with its options, made once per memory."""
+        from .route import get_router
+
+        cfg = self.read_config
+        key = (name or cfg.route, top_k or cfg.top_k, cfg.threshold if threshold is None else threshold)
+        if key not in self._routers:
+            opts = {"top_k": key[1], "threshold": key[2]} if key[0] == "embedding" else {}
+            self._routers[key] = get_router(key[0], self, **opts)
+        return self._routers[key]
+
+    def _select(
+        self,
+        questions: list[str],
+        namespace: str | None,
+        module: str | None,
+        modules: Sequence[str | Sequence[str] | None] | None,
+        route: str | None,
+        top_k: int | None,
+        threshold: float | None,
+    ) -> list[list[tuple[ModuleInfo, float]]]:
+        """Per question, the module versions that answer it with their routing scores (empty: bare model)."""
+        if modules is not None:
+            if isinstance(modules, str) or len(modules) != len(questions):
+                raise ValueError(f"modules: expected a list of {len(questions)} entries (one per question), got {modules!r:.80}")
+            by_id: dict[str, ModuleInfo] = {}
+            out: list[list[tuple[ModuleInfo, float]]] = []
+            for entry in modules:
+                ids = [] if entry is None else [entry] if isinstance(entry, str) else list(entry)
+                for mid in ids:
+                    if mid not in by_id:
+                        by_id[mid] = self.store.module(mid)
+                out.append([(by_id[mid], 1.0) for mid in ids])
+            return out
         if module is not None:
-            return [self.store.module(module)]
+            info = self.store.module(module)
+            return [[(info, 1.0)] for _ in questions]
         if namespace is None:
-            return []
+            return [[] for _ in questions]
         check_namespace(namespace)
         infos = self.store.modules(namespace)
         if not infos and namespace not in self.store.namespaces():
             known = ", ".join(self.store.namespaces()) or "none"
             raise KeyError(f"namespace {namespace!r} holds nothing; namespaces in this store: {known}")
-        return infos[:1]
+        if len(infos) <= 1 and route is None:
+            return [[(i, 1.0) for i in infos] for _ in questions]
+        by_id = {i.module_id: i for i in infos}
+        routes = self.router(route, top_k, threshold).route(questions, infos)
+        return [[(by_id[mid], score) for mid, score in r] for r in routes]
+
+    def _adapter_names(self, selection: list[list[tuple[ModuleInfo, float]]], merge: str | None) -> list[str]:
+        """One adapter name per question (``__base__`` for none), loading or merging what is missing."""
+        wanted = {tuple(sorted(i.module_id for i, _ in sel)) for sel in selection}
+        pinned: set[str] = set()
+        names: dict[tuple[str, ...], str] = {(): BASE}
+        for key in sorted(wanted):
+            if not key:
+                continue
+            infos = [next(i for sel in selection for i, _ in sel if i.module_id == mid) for mid in key]
+            names[key] = self.merged(infos, merge, pinned) if len(infos) > 1 else self.load_module(infos[0], pinned)
+            pinned.add(names[key])
+        return [names[tuple(sorted(i.module_id for i, _ in sel))] for sel in selection]
+
+    @contextlib.contextmanager
+    def _activate(self, names: list[str]) -> Iterator[dict[str, Any]]:
+        """Make the model answer with ``names`` (one per row); yields extra kwargs for generate/forward.
+
+        One adapter for every row: it is set active (no per-row overhead). Several: peft's mixed-adapter batch
+        (``adapter_names=``), one pass for all rows.
+        """
+        distinct = set(names)
+        if distinct == {BASE} or self._peft is None:
+            with self.disabled():
+                yield {}
+        elif len(distinct) == 1:
+            self._peft.set_adapter(names[0])
+            yield {}
+        elif self.read_config.mixed_batches:
+            yield {"adapter_names": list(names)}
+        else:
+            yield {"by_adapter": list(names)}
 
     def _read_config(self, max_new_tokens: int | None) -> ReadConfig:
         cfg = self.read_config
         if max_new_tokens is None:
             return cfg
-        return ReadConfig(max_new_tokens=max_new_tokens, batch_size=cfg.batch_size, progress=cfg.progress)
+        return ReadConfig.from_dict({**cfg.to_dict(), "max_new_tokens": max_new_tokens})
 
-    @contextlib.contextmanager
-    def _active(self, infos: list[ModuleInfo]) -> Iterator[float]:
-        """Activate the chosen module (or none: the bare base model); yields the seconds spent loading it."""
-        t0 = time.perf_counter()
-        if infos:
-            adapter = self.load_module(infos[0])
-            self._peft.set_adapter(adapter)
-            yield time.perf_counter() - t0
-        else:
-            with self.disabled():
-                yield 0.0
+    def _run(self, names: list[str], fn: Callable[[list[int], dict[str, Any]], list[Any]], n: int) -> list[Any]:
+        """Call ``fn(rows, kwargs)`` with the adapters active: once (one adapter or a mixed batch), or once per
+        adapter when mixed batches are off."""
+        with self._activate(names) as kw:
+            if "by_adapter" not in kw:
+                return fn(list(range(n)), kw)
+        out: list[Any] = [None] * n
+        for name in sorted(set(names)):
+            rows = [i for i in range(n) if names[i] == name]
+            with self._activate([name] * len(rows)) as kw2:
+                for i, value in zip(rows, fn(rows, kw2)):
+                    out[i] = value
+        return out
 
-    def _answers(self, questions: list[str], infos: list[ModuleInfo], outs: list[Any], load_s: float, reader: str) -> list[Answer]:
-        ids = [i.module_id for i in infos]
-        return [
-            Answer(
-                question=q, text=g.text, modules=ids, reader=reader,
-                timings={"generate": g.seconds, "load": load_s},
-                usage={"input_tokens": g.input_tokens, "output_tokens": g.output_tokens},
-            )
-            for q, g in zip(questions, outs)
-        ]
+    def _answers(self, questions: list[str], selection: list[list[tuple[ModuleInfo, float]]], outs: list[Any],
+                 load_s: float, reader: str, routed: bool = False) -> list[Answer]:
+        answers = []
+        for q, sel, g in zip(questions, selection, outs):
+            details: dict[str, Any] = {}
+            if routed:
+                details["route"] = [[i.module_id, round(score, 4)] for i, score in sel]
+            answers.append(Answer(
+                question=q, text=g.text, modules=[i.module_id for i, _ in sel],
+                reader=reader if sel else reader.replace("lora", "base"),
+                timings={"generate": g.seconds, "load": load_s / max(1, len(questions))},
+                usage={"input_tokens": g.input_tokens, "output_tokens": g.output_tokens}, details=details,
+            ))
+        return answers
 
     def _generate(
         self,
         questions: list[str],
-        infos: list[ModuleInfo],
+        selection: list[list[tuple[ModuleInfo, float]]],
         contexts: list[str | None] | None,
         max_new_tokens: int | None,
+        merge: str | None,
+        routed: bool = False,
     ) -> list[Answer]:
-        from .read import generate
+        from .read import generate_texts
 
-        with self._active(infos) as load_s:
-            out = generate(self.model, self._prompt, questions, self._read_config(max_new_tokens), contexts=contexts)
-        reader = ("lora" if infos else "base") + ("+context" if contexts is not None else "")
-        return self._answers(questions, infos, out, load_s, reader)
+        t0 = time.perf_counter()
+        names = self._adapter_names(selection, merge)
+        load_s = time.perf_counter() - t0
+        texts = [self._prompt.prompt(q, None if contexts is None else contexts[i]) for i, q in enumerate(questions)]
+        cfg = self._read_config(max_new_tokens)
+        out = self._run(names, lambda rows, kw: generate_texts(
+            self.model, self._prompt, [texts[i] for i in rows], cfg, **kw), len(texts))
+        reader = "lora" + ("+context" if contexts is not None else "")
+        return self._answers(questions, selection, out, load_s, reader, routed)
 
     @_locked
     def logprobs(
@@ -489,30 +726,36 @@ class KnowledgeMemory:
         namespace: str | None = "default",
         *,
         module: str | None = None,
+        modules: Sequence[str | Sequence[str] | None] | None = None,
+        route: str | None = None,
+        merge: str | None = None,
         context: str | Sequence[str | None] | None = None,
         reduce: str = "sum",
     ) -> list[list[float]]:
-        """Log-probability of each candidate answer given each question, as the chosen module would answer.
+        """Log-probability of each candidate answer given each question, as the chosen module(s) would answer.
 
         ``reduce``: ``sum`` (the whole answer), ``first`` (its first token, CounterFact's efficacy test) or
-        ``mean`` (per token). One forward pass per (question, candidate) pair, batched.
+        ``mean`` (per token). Modules are chosen as in ``ask``. One forward pass per (question, candidate), batched.
         """
         if reduce not in ("sum", "first", "mean"):
             raise ValueError(f"reduce: expected 'sum', 'first' or 'mean', got {reduce!r}")
+        questions = list(questions)
         if len(candidates) != len(questions):
             raise ValueError(f"candidates: expected {len(questions)} lists (one per question), got {len(candidates)}")
-        contexts: list[str | None] = (
-            [None] * len(questions) if context is None
-            else [context] * len(questions) if isinstance(context, str) else list(context)
-        )
-        if len(contexts) != len(questions):
-            raise ValueError(f"context: expected {len(questions)} entries, got {len(contexts)}")
+        contexts = _per_question("context", context, len(questions)) or [None] * len(questions)
         self._ensure_model()
         from .read import answer_logprobs
 
-        pairs = [(self._prompt.prompt(q, c), cand) for q, c, cands in zip(questions, contexts, candidates) for cand in cands]
-        with self._active(self._resolve(namespace, module)):
-            flat = answer_logprobs(self.model, self._prompt.tokenizer, pairs, self.read_config.batch_size, reduce)
+        selection = self._select(questions, namespace, module, modules, route, None, None)
+        q_names = self._adapter_names(selection, merge)
+        pairs, names = [], []
+        for q, c, cands, name in zip(questions, contexts, candidates, q_names):
+            for cand in cands:
+                pairs.append((self._prompt.prompt(q, c), cand))
+                names.append(name)
+        flat = self._run(names, lambda rows, kw: answer_logprobs(
+            self.model, self._prompt.tokenizer, [pairs[i] for i in rows], self.read_config.batch_size, reduce, **kw),
+            len(pairs))
         out: list[list[float]] = []
         for cands in candidates:
             out.append(flat[: len(cands)])
@@ -529,12 +772,14 @@ class KnowledgeMemory:
         max_new_tokens: int | None = None,
         stop: Sequence[str] | None = None,
     ) -> list[Answer]:
-        """Next assistant turn for each conversation (lists of {"role", "content"}), batched."""
+        """Next assistant turn for each conversation (lists of {"role", "content"}), batched.
+
+        In a namespace of several modules, each conversation is routed by its last user message."""
         self._ensure_model()
         if not conversations:
             raise ValueError("conversations: expected at least one conversation, got none")
         texts = [self._prompt.render(list(c)) for c in conversations]
-        last = [next((m["content"] for m in reversed(c) if m["role"] == "user"), "") for c in conversations]
+        last = [next((m["content"] for m in reversed(c) if m["role"] == "user"), "") or "?" for c in conversations]
         return self._continue(texts, last, namespace, module, max_new_tokens, stop)
 
     @_locked
@@ -564,10 +809,14 @@ class KnowledgeMemory:
     ) -> list[Answer]:
         from .read import generate_texts
 
-        infos = self._resolve(namespace, module)
-        with self._active(infos) as load_s:
-            out = generate_texts(self.model, self._prompt, texts, self._read_config(max_new_tokens), stop=stop)
-        return self._answers(questions, infos, out, load_s, "lora" if infos else "base")
+        t0 = time.perf_counter()
+        selection = self._select(questions, namespace, module, None, None, None, None)
+        names = self._adapter_names(selection, None)
+        load_s = time.perf_counter() - t0
+        cfg = self._read_config(max_new_tokens)
+        out = self._run(names, lambda rows, kw: generate_texts(
+            self.model, self._prompt, [texts[i] for i in rows], cfg, stop=stop, **kw), len(texts))
+        return self._answers(questions, selection, out, load_s, "lora")
 
     def stream_chat(
         self,
@@ -584,15 +833,15 @@ class KnowledgeMemory:
         with self._lock:
             self._ensure_model()
             text = self._prompt.render(list(conversation))
-            infos = self._resolve(namespace, module)
-            for info in infos:
-                self.load_module(info)  # load now, so the model object is final before streaming starts
+            last = next((m["content"] for m in reversed(conversation) if m["role"] == "user"), "") or "?"
+            # Load now, so the model object is final before streaming starts.
+            names = self._adapter_names(self._select([last], namespace, module, None, None, None, None), None)
             model = self.model
 
         def locked_generate(**kwargs: Any) -> None:
             # Runs on the generation thread: it owns the lock for the whole generation, so no other call can
             # switch the adapter mid-stream, whichever thread(s) the consumer reads the stream from.
-            with self._lock, self._active(infos):
+            with self._lock, self._activate(names):
                 model.generate(**kwargs)
 
         yield from stream_text(model, self._prompt, text, self._read_config(max_new_tokens), stop=stop,
@@ -620,8 +869,34 @@ class KnowledgeMemory:
     def items(self, namespace: str = "default") -> list[Item]:
         return self.store.items(check_namespace(namespace))
 
+    def fill(self, info: ModuleInfo) -> tuple[int, int | None]:
+        """(knowledge tokens held, capacity at its rank) of a module; capacity None without a capacity model."""
+        cap = self.capacity
+        return info.knowledge_tokens, (cap.capacity(int(info.lora_spec.get("r", 0))) if cap is not None else None)
+
+    @property
+    def capacity(self) -> CapacityModel | None:
+        """The capacity model the planner uses: ``<store>/capacity.json`` if calibrated for this base model, else
+        the one shipped for the embedded model, else None. Assign to override (``mem.capacity = model``)."""
+        if self._capacity is False:
+            found: CapacityModel | None = None
+            local = self.store.root / "capacity.json"
+            candidates = [CapacityModel.load(local)] if local.exists() else []
+            shipped = CapacityModel.shipped(self.model_config.name)
+            candidates += [shipped] if shipped is not None else []
+            for cm in candidates:
+                if cm.base_fingerprint in (None, self.fingerprint):
+                    found = cm
+                    break
+            self._capacity = found
+        return self._capacity if isinstance(self._capacity, CapacityModel) else None
+
+    @capacity.setter
+    def capacity(self, model: CapacityModel | None) -> None:
+        self._capacity = model
+
     @_locked
-    def forget(self, namespace: str) -> list[str]:
+    def forget_namespace(self, namespace: str) -> list[str]:
         """Drop a namespace: its modules and the items kept for it. Returns the dropped module ids."""
         check_namespace(namespace)
         if namespace not in self.store.namespaces():
@@ -629,16 +904,28 @@ class KnowledgeMemory:
         with self.store.write_lock():
             dropped = self.store.forget_namespace(namespace)
         for mid in dropped:
-            if mid in self._loaded:
-                self._remove_adapter(self._loaded[mid])
+            self._unload(mid)
         return dropped
 
-    @_locked
-    def forget_items(self, item_ids: Sequence[str], namespace: str = "default") -> WriteReport | None:
-        """Remove items from a namespace: its module is rebuilt from the items that remain (a new version).
+    def _unload(self, module_id: str) -> None:
+        if module_id in self._loaded:
+            self._remove_adapter(self._loaded[module_id])
+        for key in [k for k in self._loaded if k.startswith("merge:") and f"{module_id}@v" in k]:
+            self._remove_adapter(self._loaded[key])
+        self._forget_keys(module_id)
 
-        The rebuild starts from fresh adapter weights, so the removed items are not carried over from the old
-        weights. Returns the rebuild's report, or None when nothing remains (the module is dropped).
+    def _forget_keys(self, module_id: str) -> None:
+        for router in self._routers.values():
+            if hasattr(router, "forget"):
+                router.forget(module_id)
+
+    @_locked
+    def forget(self, item_ids: str | Sequence[str], namespace: str = "default", *, verify: bool = True) -> WriteReport | None:
+        """Delete items: only the modules holding them are rebuilt, from the items they keep (new versions;
+        old versions stay until ``gc``). The rebuild starts from fresh weights, so nothing of a deleted item
+        survives in the adapter. With ``verify`` the report's ``details["verify"]`` measures, on the new
+        versions, the deleted items' recall against the bare model's and the kept items' recall.
+        Returns None when nothing remains to train (the modules are dropped).
         """
         check_namespace(namespace)
         ids = [item_ids] if isinstance(item_ids, str) else list(item_ids)
@@ -646,59 +933,145 @@ class KnowledgeMemory:
             raise ValueError("item_ids: expected at least one item id, got none")
         self._ensure_model()
         with self.store.write_lock():
-            infos = self.store.modules(namespace)
             known = {it.id for it in self.store.items(namespace)}
             unknown = [i for i in ids if i not in known]
             if unknown:
                 raise KeyError(f"namespace {namespace!r} holds no item(s) {unknown[:5]}")
-            if not infos:
-                self.store.remove_items(namespace, ids)
-                return None
-            info = infos[0]
-            self._check_base(info)
-            keep = [i for i in self.store.module_items(info.module_id, info.version) if i not in set(ids)]
-            if not keep:
-                self.store.drop_module(info.module_id)
-                self.store.remove_items(namespace, ids)
-                if info.module_id in self._loaded:
-                    self._remove_adapter(self._loaded[info.module_id])
-                return None
-            return self._rebuild(info, namespace, keep, removed=ids)
+            return self._replace(namespace, set(ids), [], verify)
 
-    def _rebuild(self, info: ModuleInfo, namespace: str, keep: list[str], removed: list[str]) -> WriteReport:
+    forget_items = forget  # the name the 0.1 API used
+
+    @_locked
+    def update(
+        self,
+        item: Fact | Document,
+        namespace: str = "default",
+        *,
+        replaces: str | Sequence[str] | None = None,
+        verify: bool = True,
+        synth: SynthConfig | None = None,
+    ) -> WriteReport:
+        """Change a fact (or document): the item it replaces is deleted and ``item`` written in its place,
+        rebuilding only the module(s) that held the old one (new versions, from fresh weights).
+
+        The replaced item is ``replaces`` (item ids), else the item of the namespace with the same key: a fact
+        with the same subject and relation (and question, if set), a document with the same title. With
+        ``verify`` the report's ``details["verify"]`` measures the new value's recall and the old value's
+        recall against the bare model's.
+        """
+        (item,) = _as_items(item)
+        check_namespace(namespace)
+        self._ensure_model()
+        with self.store.write_lock():
+            held = self.store.items(namespace)
+            if replaces is not None:
+                old_ids = {replaces} if isinstance(replaces, str) else set(replaces)
+                unknown = old_ids - {it.id for it in held}
+                if unknown:
+                    raise KeyError(f"namespace {namespace!r} holds no item(s) {sorted(unknown)[:5]}")
+            else:
+                old_ids = {it.id for it in held if _same_key(it, item)}
+                if not old_ids:
+                    raise KeyError(
+                        f"namespace {namespace!r} holds no item with the key of {_key_text(item)}; "
+                        "use write() to add it, or pass replaces=<item id>"
+                    )
+            if item.id in old_ids:
+                old_ids.discard(item.id)
+                if not old_ids:
+                    info = next((m for m in self.store.modules(namespace)), None)
+                    if info is None:
+                        raise KeyError(f"namespace {namespace!r} has no module holding {item.id}")
+                    return _noop_report(info, namespace, 0.0)
+            from .synth import synthesize
+
+            return self._replace(namespace, old_ids, [(item, synthesize([item], synth or self.synth_config))], verify)  # type: ignore[return-value]
+
+    def _replace(
+        self, namespace: str, removed: set[str], added: list[tuple[Item, list[Any]]], verify: bool
+    ) -> WriteReport | None:
+        """Rebuild every module holding a removed item without it (plus the added items, in the first one)."""
         t_start = time.perf_counter()
-        spec = LoraSpec.from_dict(info.lora_spec)
-        tcfg = self.train_config
-        examples = self.store.examples(namespace, keep)
-        state, peft_cfg, result, trainable = self._train_module(info.module_id, spec, tcfg, examples, None)
-        from .train import count_knowledge_tokens
+        infos = [m for m in self.store.modules(namespace)
+                 if removed & set(self.store.module_items(m.module_id, m.version))]
+        for info in infos:
+            self._check_base(info)
+        removed_examples = self.store.examples(namespace, sorted(removed))
+        reports: list[WriteReport] = []
+        if not infos and added:  # the old item was kept but never trained: the planner places the new one
+            new_items = [it for it, _ in added]
+            new_examples = [e for _, ex in added for e in ex]
+            for a in self._plan(namespace, self.store.modules(namespace), new_items, new_examples, None, None):
+                reports.append(self._write_module(namespace, a, [e for e in new_examples if e.item_id in {i.id for i in a.items}],
+                                                  self.train_config, self.synth_config))
+        for n, info in enumerate(infos):
+            keep = [i for i in self.store.module_items(info.module_id, info.version) if i not in removed]
+            extra = added if n == 0 else []
+            if not keep and not extra:
+                self.store.drop_module(info.module_id)
+                self._unload(info.module_id)
+                continue
+            reports.append(self._rebuild(info, namespace, keep, sorted(removed), extra))
+        self.store.remove_items(namespace, sorted(removed))
+        if not reports:
+            return None
+        report = _combine(reports, 0.0, 0.0, time.perf_counter() - t_start)
+        if verify:
+            report.details["verify"] = self._verify(namespace, reports, removed_examples, added)
+        return report
 
-        knowledge = count_knowledge_tokens(examples, self._prompt)
-        version = self.store.commit_version(
-            module_id=info.module_id, namespace=namespace, adapter_config=peft_cfg, state=state,
-            base_model=self.model_config.name, base_fingerprint=self.fingerprint, lora_spec=spec.to_dict(),
-            trainable_params=trainable, knowledge_tokens=knowledge, recall=result.recall,
-            report={"steps": result.steps, "tokens_trained": result.tokens_trained, "removed": removed,
-                    "reached_target": result.reached_target, "train_seconds": round(result.train_seconds, 3)},
-            new_items=[], new_examples=[], held_item_ids=keep,
-        )
-        self.store.remove_items(namespace, removed)
-        return WriteReport(
-            namespace=namespace, module_id=info.module_id, version=version, items_written=0, items_total=len(keep),
-            examples=len([e for e in examples if e.format != "probe"]), steps=result.steps, epochs=result.epochs,
-            tokens_trained=result.tokens_trained, knowledge_tokens=knowledge, recall=result.recall,
-            reached_target=result.reached_target, seconds=time.perf_counter() - t_start,
-            tokens_per_second=result.tokens_per_second, trainable_params=trainable,
-            timings={"train": result.train_seconds, "recall_checks": result.eval_seconds},
-        )
+    def _rebuild(
+        self, info: ModuleInfo, namespace: str, keep: list[str], removed: list[str],
+        added: list[tuple[Item, list[Any]]],
+    ) -> WriteReport:
+        spec = LoraSpec.from_dict(info.lora_spec)
+        a = Assignment(info, info.module_id, spec, [it for it, _ in added], f"rebuild without {len(removed)} item(s)")
+        new_examples = [e for _, ex in added for e in ex]
+        # Fresh weights: training from the old version would carry the removed items over.
+        return self._write_module(namespace, a, new_examples, self.train_config, self.synth_config,
+                                  fresh=True, keep=keep, removed=removed)
+
+    def _verify(
+        self, namespace: str, reports: list[WriteReport], removed_examples: list[Any], added: list[tuple[Item, list[Any]]]
+    ) -> dict[str, Any]:
+        """Measure, not assume: recall (teacher-forced exact match, = greedy) of removed and added items on the
+        rebuilt modules, next to the bare model's recall of the same probes."""
+        from .train import encode_all, exact_recall
+
+        tcfg = self.train_config
+        pad = self._prompt.tokenizer.pad_token_id
+        pad = pad if pad is not None else 0
+
+        def recall(examples: list[Any], adapter: str | None) -> float | None:
+            probes = [e for e in examples if e.probe]
+            if not probes:
+                return None
+            enc = encode_all(probes, self._prompt, tcfg.seq_len)
+            with self._activate([adapter or BASE]):
+                hits = exact_recall(self.model, enc, tcfg.seq_len, tcfg.batch_tokens, pad)
+            return sum(hits) / len(hits)
+
+        out: dict[str, Any] = {"modules": [r.module_id for r in reports], "kept_recall": min(r.recall for r in reports)}
+        adapters = [self.load_module(self.store.module(r.module_id)) for r in reports]
+        if removed_examples:
+            out["removed_recall"] = max(recall(removed_examples, a) or 0.0 for a in adapters)
+            out["removed_base_recall"] = recall(removed_examples, None)
+        if added:
+            out["added_recall"] = recall([e for _, ex in added for e in ex], adapters[0])
+        margin = 1.0 / max(1, len([e for e in removed_examples if e.probe]))  # one probe of slack
+        ok = out.get("removed_recall", 0.0) <= (out.get("removed_base_recall") or 0.0) + margin
+        ok = ok and all(r.reached_target for r in reports)
+        if added:
+            ok = ok and (out["added_recall"] or 0.0) >= self.train_config.target_recall
+        out["passed"] = bool(ok)
+        return out
 
     @_locked
     def drop(self, module_id: str) -> None:
         """Drop one module (its items stay kept and can be written again)."""
         with self.store.write_lock():
             self.store.drop_module(module_id)
-        if module_id in self._loaded:
-            self._remove_adapter(self._loaded[module_id])
+        self._unload(module_id)
 
     @_locked
     def gc(self) -> int:
@@ -741,6 +1114,65 @@ def _dedupe(items: list[Item]) -> list[Item]:
     for it in items:
         seen.setdefault(it.id, it)
     return list(seen.values())
+
+
+def _adapter_stem(module_id: str) -> str:
+    """A peft adapter name for a module id (torch module names cannot contain '.')."""
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", module_id)
+    if stem != module_id:
+        import hashlib
+
+        stem += "_" + hashlib.sha1(module_id.encode()).hexdigest()[:6]
+    return stem
+
+
+def _per_question(name: str, value: str | Sequence[str | None] | None, n: int) -> list[str | None] | None:
+    if value is None:
+        return None
+    out: list[str | None] = [value] * n if isinstance(value, str) else list(value)
+    if len(out) != n:
+        raise ValueError(f"{name}: expected {n} entries (one per question), got {len(out)}")
+    return out
+
+
+def _same_key(old: Item, new: Item) -> bool:
+    """Whether ``new`` is a new value of ``old``: same fact slot, or same document title."""
+    if isinstance(old, Fact) and isinstance(new, Fact):
+        return (old.subject, old.relation, old.question) == (new.subject, new.relation, new.question)
+    if isinstance(old, Document) and isinstance(new, Document):
+        return new.title is not None and old.title == new.title
+    return False
+
+
+def _key_text(item: Item) -> str:
+    if isinstance(item, Fact):
+        return f"subject {item.subject!r} and relation {item.relation!r}"
+    return f"title {item.title!r}" if item.title else "an untitled document (pass replaces=)"
+
+
+def _combine(reports: list[WriteReport], lock_wait: float, synth_s: float, total: float) -> WriteReport:
+    """One report for a write that changed several modules (sums; the worst recall; each in ``parts``)."""
+    if len(reports) == 1:
+        r = reports[0]
+        r.seconds = total
+        r.timings = {"lock_wait": lock_wait, "synthesize": synth_s, **r.timings}
+        return r
+    train_s = sum(r.timings.get("train", 0.0) for r in reports)
+    tokens = sum(r.tokens_trained for r in reports)
+    first = reports[0]
+    return WriteReport(
+        namespace=first.namespace, module_id=first.module_id, version=first.version,
+        items_written=sum(r.items_written for r in reports), items_total=sum(r.items_total for r in reports),
+        examples=sum(r.examples for r in reports), steps=sum(r.steps for r in reports),
+        epochs=max(r.epochs for r in reports), tokens_trained=tokens,
+        knowledge_tokens=sum(r.knowledge_tokens for r in reports), recall=min(r.recall for r in reports),
+        reached_target=all(r.reached_target for r in reports), seconds=total,
+        tokens_per_second=tokens / train_s if train_s else 0.0,
+        trainable_params=sum(r.trainable_params for r in reports),
+        timings={"lock_wait": lock_wait, "synthesize": synth_s, "train": train_s}, parts=reports,
+    )
 
 
 def _noop_report(info: ModuleInfo, namespace: str, seconds: float) -> WriteReport:

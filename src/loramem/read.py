@@ -48,8 +48,12 @@ def generate_texts(
     *,
     stop: Sequence[str] | None = None,
     desc: str = "ask",
+    adapter_names: Sequence[str] | None = None,
 ) -> list[Generated]:
-    """Greedy continuations of already formatted prompts, batched; cut at end-of-turn and ``stop`` strings."""
+    """Greedy continuations of already formatted prompts, batched; cut at end-of-turn and ``stop`` strings.
+
+    ``adapter_names``: one peft adapter per prompt (``__base__`` for none): a mixed-adapter batch.
+    """
     tok = prompt.tokenizer
     encoded = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
@@ -69,8 +73,9 @@ def generate_texts(
             n = len(encoded[i])
             ids[row, width - n :] = torch.tensor(encoded[i])
             mask[row, width - n :] = 1
+        extra = {} if adapter_names is None else {"adapter_names": [adapter_names[i] for i in batch]}
         t0 = time.perf_counter()
-        out = model.generate(input_ids=ids, attention_mask=mask, **_generation_kwargs(prompt, config, pad))
+        out = model.generate(input_ids=ids, attention_mask=mask, **_generation_kwargs(prompt, config, pad), **extra)
         per_question = (time.perf_counter() - t0) / len(batch)
         for row, i in enumerate(batch):
             new_ids = out[row, width:].tolist()
@@ -82,7 +87,8 @@ def generate_texts(
 
 @torch.no_grad()
 def answer_logprobs(
-    model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int, reduce: str = "sum"
+    model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int, reduce: str = "sum",
+    adapter_names: Sequence[str] | None = None,
 ) -> list[float]:
     """Log p(answer | prompt) for (formatted prompt, answer) pairs; right-padded batches, one forward each."""
     encoded = []
@@ -102,7 +108,8 @@ def answer_logprobs(
         for row, (p, a) in enumerate(chunk):
             ids[row, : len(p) + len(a)] = torch.tensor(p + a)
             mask[row, : len(p) + len(a)] = 1
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()  # (B, T, V)
+        extra = {} if adapter_names is None else {"adapter_names": list(adapter_names[start : start + batch_size])}
+        logits = model(input_ids=ids, attention_mask=mask, **extra).logits.float()  # (B, T, V)
         logp = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t+1
         for row, (p, a) in enumerate(chunk):
             pos = torch.arange(len(p) - 1, len(p) + len(a) - 1)

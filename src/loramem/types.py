@@ -179,8 +179,14 @@ class WriteReport:
     tokens_per_second: float
     trainable_params: int
     timings: dict[str, float] = field(default_factory=dict)
+    parts: list[WriteReport] = field(default_factory=list)  # one per module when a write changed several
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. forget/update verification
 
     def summary(self) -> str:
+        if self.parts:
+            head = (f"{self.items_written} new item(s) across {len(self.parts)} modules "
+                    f"({self.knowledge_tokens} knowledge tokens) in {self.seconds:.1f}s; min recall {self.recall:.1%}")
+            return "\n".join([head, *("  " + p.summary() for p in self.parts)])
         hit = "reached" if self.reached_target else "did NOT reach"
         return (
             f"{self.items_written} new item(s) -> {self.module_id} v{self.version} "

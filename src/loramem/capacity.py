@@ -1,0 +1,206 @@
+"""How much knowledge a LoRA module holds: a capacity model per base model and rank, fitted from a sweep.
+
+The paper's finding: every rank saturates at a finite knowledge size, absolute capacity grows with rank, and
+knowledge per trainable parameter peaks at low rank. ``calibrate`` measures it on a PhoneBook sweep with the
+same write loop users run (knowledge tokens = answer tokens of the training data, what ``ls`` reports), and
+``CapacityModel`` answers two questions for the planner: how many knowledge tokens does a rank-r module hold
+at the target recall, and which rank stores the most per parameter.
+
+A store uses ``<store>/capacity.json`` when it was calibrated for its base model, else the default shipped
+for the embedded model (``loramem/data/capacity/<alias>.json``), else no model (no automatic splitting).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import LoraSpec, SynthConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from .memory import KnowledgeMemory
+
+SHIPPED = Path(__file__).parent / "data" / "capacity"
+DEFAULT_RANKS = (2, 4, 8, 16, 32, 64)
+DEFAULT_SIZES = (4, 8, 16, 32, 64, 128)
+
+
+@dataclass
+class CapacityModel:
+    """Measured points and the per-rank saturation (knowledge tokens held at ``threshold`` recall)."""
+
+    base_model: str
+    base_fingerprint: str | None
+    threshold: float
+    points: list[dict[str, Any]]
+    train: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+
+    # --- what the planner asks -------------------------------------------------------------------------------
+
+    def saturation(self) -> dict[int, int]:
+        """Rank -> largest knowledge size (tokens) recalled at >= threshold (0: none was)."""
+        out: dict[int, int] = {}
+        for p in self.points:
+            r = int(p["r"])
+            out.setdefault(r, 0)
+            if p["recall"] >= self.threshold:
+                out[r] = max(out[r], int(p["knowledge_tokens"]))
+        return dict(sorted(out.items()))
+
+    def params(self) -> dict[int, int]:
+        return {int(p["r"]): int(p["trainable_params"]) for p in self.points}
+
+    def efficiency(self) -> dict[int, float]:
+        """Rank -> knowledge tokens held per trainable parameter (the paper's T_max / N_params)."""
+        sat, params = self.saturation(), self.params()
+        return {r: sat[r] / params[r] for r in sat if params.get(r)}
+
+    def fit(self) -> tuple[float, float] | None:
+        """Least squares of log(capacity) = log(a) + b log(r) over ranks that held anything; None if < 2."""
+        pts = [(math.log(r), math.log(t)) for r, t in self.saturation().items() if t > 0]
+        if len(pts) < 2:
+            return None
+        mx = sum(x for x, _ in pts) / len(pts)
+        my = sum(y for _, y in pts) / len(pts)
+        var = sum((x - mx) ** 2 for x, _ in pts)
+        b = sum((x - mx) * (y - my) for x, y in pts) / var if var else 0.0
+        return math.exp(my - b * mx), b
+
+    def capacity(self, r: int) -> int:
+        """Knowledge tokens a rank-``r`` module holds: measured when calibrated at ``r``, else the power-law fit."""
+        sat = self.saturation()
+        if sat.get(r):
+            return sat[r]
+        fitted = self.fit()
+        if fitted is None:
+            return max(sat.values(), default=0)
+        a, b = fitted
+        return int(a * r**b)
+
+    def best_rank(self) -> int:
+        """The calibrated rank with the most knowledge per parameter."""
+        eff = self.efficiency()
+        if not eff or max(eff.values()) <= 0:
+            raise ValueError("capacity model has no rank that held anything at the threshold; calibrate with smaller sizes")
+        return max(eff, key=lambda r: (eff[r], -r))
+
+    def plan(self, tokens: int, fill: float = 0.8) -> tuple[int, int]:
+        """(rank, modules) for ``tokens`` knowledge tokens, each module filled to at most ``fill`` of capacity.
+
+        What fits in one module gets the smallest rank that holds it; more gets the most efficient rank, split
+        across as many modules as it takes (the paper: several small modules beat one large one).
+        """
+        if tokens < 0 or not 0 < fill <= 1:
+            raise ValueError(f"expected tokens >= 0 and 0 < fill <= 1, got tokens={tokens}, fill={fill}")
+        best = self.best_rank()
+        for r in sorted(self.saturation()):
+            if r <= best and self.capacity(r) * fill >= tokens:
+                return r, 1
+        per_module = max(1, int(self.capacity(best) * fill))
+        return best, max(1, math.ceil(tokens / per_module))
+
+    # --- persistence -----------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["saturation"] = {str(r): t for r, t in self.saturation().items()}
+        out["efficiency"] = {str(r): e for r, e in self.efficiency().items()}
+        fitted = self.fit()
+        out["fit"] = None if fitted is None else {"a": fitted[0], "b": fitted[1], "form": "tokens = a * r**b"}
+        return out
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CapacityModel:
+        data = json.loads(Path(path).read_text())
+        fields = {k: data[k] for k in ("base_model", "base_fingerprint", "threshold", "points", "train", "command") if k in data}
+        missing = {"base_model", "threshold", "points"} - set(fields)
+        if missing:
+            raise ValueError(f"{path}: not a capacity model (missing {sorted(missing)})")
+        fields.setdefault("base_fingerprint", None)
+        return cls(**fields)
+
+    @classmethod
+    def shipped(cls, alias: str) -> CapacityModel | None:
+        path = SHIPPED / f"{alias}.json"
+        return cls.load(path) if path.exists() else None
+
+    @classmethod
+    def for_store(cls, root: str | os.PathLike[str], base_model: str) -> CapacityModel | None:
+        """The store's own calibration for ``base_model``, else the shipped one (no weights loaded: by name)."""
+        local = Path(root) / "capacity.json"
+        if local.exists():
+            cm = cls.load(local)
+            if cm.base_model == base_model:
+                return cm
+        return cls.shipped(base_model)
+
+
+def calibrate(
+    memory: KnowledgeMemory,
+    *,
+    ranks: Sequence[int] = DEFAULT_RANKS,
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    train: TrainConfig | None = None,
+    lora: LoraSpec | None = None,
+    threshold: float = 0.9,
+    seed: int = 0,
+    on_point: Callable[[dict[str, Any]], None] | None = None,
+    order: str = "size",
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> CapacityModel:
+    """Write PhoneBooks of each size at each rank (fresh modules, same write loop as users) and record recall.
+
+    ``train`` should carry the step budget that writes will use: capacity is what a module holds within it.
+    Each point's module is dropped after measuring, so the store is left as it was.
+    """
+    from .phonebook import phonebook
+
+    if not ranks or not sizes:
+        raise ValueError(f"expected at least one rank and one size, got ranks={ranks}, sizes={sizes}")
+    tcfg = train or memory.train_config
+    base_spec = lora or memory.lora
+    synth = SynthConfig(formats=("qa",), qa_paraphrases=1)
+    if order not in ("size", "rank"):
+        raise ValueError(f"order: expected 'size' or 'rank', got {order!r}")
+    grid = [(r, n) for n in sizes for r in ranks] if order == "size" else [(r, n) for r in ranks for n in sizes]
+    points: list[dict[str, Any]] = []
+
+    def model() -> CapacityModel:
+        return CapacityModel(base_model=memory.model_config.name, base_fingerprint=memory.fingerprint,
+                             threshold=threshold, points=list(points), train=tcfg.to_dict())
+
+    for r, n in grid:
+        spec = LoraSpec.from_dict({**base_spec.to_dict(), "r": int(r)})
+        namespace = f"_calibrate-r{r}-n{n}"
+        if namespace in memory.namespaces():
+            memory.forget_namespace(namespace)
+        t0 = time.perf_counter()
+        report = memory.write(phonebook(n, seed=seed), namespace=namespace, lora=spec, train=tcfg, synth=synth,
+                              split=False)
+        point = {
+            "r": int(r), "entries": int(n), "knowledge_tokens": report.knowledge_tokens,
+            "trainable_params": report.trainable_params, "recall": round(report.recall, 4),
+            "steps": report.steps, "tokens_trained": report.tokens_trained,
+            "reached_target": report.reached_target, "seconds": round(time.perf_counter() - t0, 2),
+        }
+        points.append(point)
+        memory.forget_namespace(namespace)
+        if on_point is not None:
+            on_point(point)
+        if checkpoint is not None:
+            model().save(checkpoint)  # an interrupted sweep keeps what it measured
+    return model()

@@ -1,0 +1,173 @@
+"""Routers: which module(s) of a namespace answer each question.
+
+- ``embedding``: a faiss index over every module's keys (fact questions and subjects, document titles and
+  passages); a module scores the best similarity of its keys to the question; the top-k modules above
+  ``threshold`` answer, and a question no module reaches falls back to the bare model (or the reader's RAG/ICL
+  context). Keys are embedded once per module version and cached in ``<store>/router/``.
+- ``oracle``: given the right module per question (benchmarks only).
+- ``all``: every module of the namespace (merged), for a namespace small enough to merge.
+
+Namespaces scope everything: routers only ever see the modules of the namespace asked, so one user's
+modules never answer another's question.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from .types import Document, Fact, Item
+
+if TYPE_CHECKING:
+    from .memory import KnowledgeMemory
+    from .store import ModuleInfo
+
+Route = list[tuple[str, float]]  # (module id, score), best first; empty: no module
+
+
+class Router(Protocol):
+    name: str
+
+    def route(self, questions: Sequence[str], modules: Sequence[ModuleInfo]) -> list[Route]: ...
+
+
+ROUTERS: dict[str, Callable[..., Router]] = {}
+
+
+def register_router(name: str, factory: Callable[..., Router]) -> None:
+    ROUTERS[name] = factory
+
+
+def get_router(name: str, memory: KnowledgeMemory, **options: Any) -> Router:
+    if name not in ROUTERS:
+        raise KeyError(f"unknown router {name!r}; known routers: {', '.join(sorted(ROUTERS))}")
+    return ROUTERS[name](memory, **options)
+
+
+def item_keys(item: Item, passage_words: int = 48) -> list[str]:
+    """Texts a question about ``item`` should resemble."""
+    if isinstance(item, Fact):
+        return [item.canonical_question, f"{item.subject} {item.relation}"]
+    if isinstance(item, Document):
+        from .readers.rag import chunk_text
+
+        keys = [item.title] if item.title else []
+        return keys + chunk_text(item.text, passage_words, 8)
+    raise TypeError(f"expected a Fact or a Document, got {type(item).__name__}")
+
+
+class EmbeddingRouter:
+    name = "embedding"
+
+    def __init__(self, memory: KnowledgeMemory, top_k: int = 1, threshold: float = 0.3) -> None:
+        if top_k < 1:
+            raise ValueError(f"top_k: expected an int >= 1, got {top_k}")
+        self.memory = memory
+        self.top_k = top_k
+        self.threshold = threshold
+        self._keys: dict[tuple[str, int], np.ndarray] = {}
+
+    def _cache_path(self, info: ModuleInfo) -> Path:
+        return Path(self.memory.store.root) / "router" / f"{info.module_id}__v{info.version}.npy"
+
+    def keys(self, info: ModuleInfo) -> np.ndarray:
+        """Unit vectors of a module version's keys (embedded once, then read from the cache)."""
+        key = (info.module_id, info.version)
+        if key in self._keys:
+            return self._keys[key]
+        path = self._cache_path(info)
+        vecs: np.ndarray | None = None
+        if path.exists():
+            try:
+                vecs = np.load(path, allow_pickle=False)
+            except (OSError, ValueError):
+                vecs = None  # a torn cache file: embed again
+        if vecs is None:
+            from .embed import Embedder
+
+            items = self.memory.store.items(info.namespace, self.memory.store.module_items(info.module_id, info.version))
+            texts = [k for it in items for k in item_keys(it)] or [info.module_id]
+            vecs = Embedder.shared().encode(texts)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+            np.save(tmp, vecs)
+            os.replace(tmp, path)
+        self._keys[key] = vecs
+        return vecs
+
+    def forget(self, module_id: str) -> None:
+        for key in [k for k in self._keys if k[0] == module_id]:
+            del self._keys[key]
+
+    def scores(self, questions: Sequence[str], modules: Sequence[ModuleInfo]) -> np.ndarray:
+        """(questions, modules) best key similarity."""
+        from .embed import Embedder
+
+        q = Embedder.shared().encode(list(questions))
+        out = np.full((len(questions), len(modules)), -1.0, dtype=np.float32)
+        for j, info in enumerate(modules):
+            out[:, j] = (q @ self.keys(info).T).max(axis=1)
+        return out
+
+    def route(self, questions: Sequence[str], modules: Sequence[ModuleInfo]) -> list[Route]:
+        if not modules:
+            return [[] for _ in questions]
+        s = self.scores(questions, modules)
+        routes: list[Route] = []
+        for row in s:
+            best = np.argsort(-row)[: self.top_k]
+            routes.append([(modules[j].module_id, float(row[j])) for j in best if row[j] >= self.threshold])
+        return routes
+
+
+class OracleRouter:
+    """The module that holds each question's answer, as given (benchmarks measure routing against it)."""
+
+    name = "oracle"
+
+    def __init__(self, memory: KnowledgeMemory | None = None, answers: Mapping[str, str | Sequence[str]] | None = None) -> None:
+        self.answers = dict(answers or {})
+
+    def route(self, questions: Sequence[str], modules: Sequence[ModuleInfo]) -> list[Route]:
+        known = {m.module_id for m in modules}
+        out: list[Route] = []
+        for q in questions:
+            if q not in self.answers:
+                raise KeyError(f"oracle router: no module given for question {q!r:.80}")
+            ids = [self.answers[q]] if isinstance(self.answers[q], str) else list(self.answers[q])
+            out.append([(m, 1.0) for m in ids if m in known])
+        return out
+
+
+class AllRouter:
+    name = "all"
+
+    def __init__(self, memory: KnowledgeMemory | None = None) -> None:
+        pass
+
+    def route(self, questions: Sequence[str], modules: Sequence[ModuleInfo]) -> list[Route]:
+        return [[(m.module_id, 1.0) for m in modules] for _ in questions]
+
+
+register_router("embedding", EmbeddingRouter)
+register_router("oracle", OracleRouter)
+register_router("all", AllRouter)
+
+
+def routing_accuracy(routes: Sequence[Route], expected: Sequence[str | None]) -> dict[str, float]:
+    """Top-1 accuracy and hit rate (expected module anywhere in the route) against the right modules."""
+    if len(routes) != len(expected):
+        raise ValueError(f"expected {len(routes)} expected modules, got {len(expected)}")
+    n = max(1, len(routes))
+    top1 = sum(1 for r, e in zip(routes, expected) if (r[0][0] if r else None) == e) / n
+    hit = sum(1 for r, e in zip(routes, expected) if e in {m for m, _ in r}) / n
+    return {"top1": top1, "hit": hit, "fallback": sum(1 for r in routes if not r) / n}
+
+
+def dump_routes(routes: Sequence[Route]) -> str:
+    return json.dumps([[[m, round(s, 4)] for m, s in r] for r in routes])
