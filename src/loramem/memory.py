@@ -944,53 +944,61 @@ class KnowledgeMemory:
     @_locked
     def update(
         self,
-        item: Fact | Document,
+        items: Fact | Document | Iterable[Fact | Document],
         namespace: str = "default",
         *,
         replaces: str | Sequence[str] | None = None,
         verify: bool = True,
         synth: SynthConfig | None = None,
     ) -> WriteReport:
-        """Change a fact (or document): the item it replaces is deleted and ``item`` written in its place,
-        rebuilding only the module(s) that held the old one (new versions, from fresh weights).
+        """Change facts (or documents): each replaced item is deleted and the new one written in its place,
+        rebuilding only the modules that held the old ones (one new version each, from fresh weights).
 
-        The replaced item is ``replaces`` (item ids), else the item of the namespace with the same key: a fact
-        with the same subject and relation (and question, if set), a document with the same title. With
-        ``verify`` the report's ``details["verify"]`` measures the new value's recall and the old value's
+        An item replaces ``replaces`` (item ids; one item only), else the item of the namespace with the same
+        key: a fact with the same subject and relation (and question, if set), a document with the same title.
+        With ``verify`` the report's ``details["verify"]`` measures the new values' recall and the old values'
         recall against the bare model's.
         """
-        (item,) = _as_items(item)
+        new_items = _as_items(items)
         check_namespace(namespace)
+        if replaces is not None and len(new_items) != 1:
+            raise ValueError(f"replaces: only with a single item, got {len(new_items)} items")
         self._ensure_model()
         with self.store.write_lock():
             held = self.store.items(namespace)
-            if replaces is not None:
-                old_ids = {replaces} if isinstance(replaces, str) else set(replaces)
-                unknown = old_ids - {it.id for it in held}
-                if unknown:
-                    raise KeyError(f"namespace {namespace!r} holds no item(s) {sorted(unknown)[:5]}")
-            else:
-                old_ids = {it.id for it in held if _same_key(it, item)}
-                if not old_ids:
-                    raise KeyError(
-                        f"namespace {namespace!r} holds no item with the key of {_key_text(item)}; "
-                        "use write() to add it, or pass replaces=<item id>"
-                    )
-            if item.id in old_ids:
-                old_ids.discard(item.id)
-                if not old_ids:
-                    info = next((m for m in self.store.modules(namespace)), None)
-                    if info is None:
-                        raise KeyError(f"namespace {namespace!r} has no module holding {item.id}")
-                    return _noop_report(info, namespace, 0.0)
+            pairs: list[tuple[Item, set[str]]] = []
+            for item in new_items:
+                if replaces is not None:
+                    old_ids = {replaces} if isinstance(replaces, str) else set(replaces)
+                    unknown = old_ids - {it.id for it in held}
+                    if unknown:
+                        raise KeyError(f"namespace {namespace!r} holds no item(s) {sorted(unknown)[:5]}")
+                else:
+                    old_ids = {it.id for it in held if _same_key(it, item)}
+                    if not old_ids:
+                        raise KeyError(
+                            f"namespace {namespace!r} holds no item with the key of {_key_text(item)}; "
+                            "use write() to add it, or pass replaces=<item id>"
+                        )
+                old_ids.discard(item.id)  # already this value: nothing to replace
+                if old_ids:
+                    pairs.append((item, old_ids))
+            if not pairs:
+                info = next(iter(self.store.modules(namespace)), None)
+                if info is None:
+                    raise KeyError(f"namespace {namespace!r} has no module")
+                return _noop_report(info, namespace, 0.0)
             from .synth import synthesize
 
-            return self._replace(namespace, old_ids, [(item, synthesize([item], synth or self.synth_config))], verify)  # type: ignore[return-value]
+            scfg = synth or self.synth_config
+            added = [(item, synthesize([item], scfg), old) for item, old in pairs]
+            removed = set().union(*(old for _, old in pairs))
+            return self._replace(namespace, removed, added, verify)  # type: ignore[return-value]
 
     def _replace(
-        self, namespace: str, removed: set[str], added: list[tuple[Item, list[Any]]], verify: bool
+        self, namespace: str, removed: set[str], added: list[tuple[Item, list[Any], set[str]]], verify: bool
     ) -> WriteReport | None:
-        """Rebuild every module holding a removed item without it (plus the added items, in the first one)."""
+        """Rebuild every module holding a removed item without it; an added item goes where its old one was."""
         t_start = time.perf_counter()
         infos = [m for m in self.store.modules(namespace)
                  if removed & set(self.store.module_items(m.module_id, m.version))]
@@ -998,15 +1006,19 @@ class KnowledgeMemory:
             self._check_base(info)
         removed_examples = self.store.examples(namespace, sorted(removed))
         reports: list[WriteReport] = []
-        if not infos and added:  # the old item was kept but never trained: the planner places the new one
-            new_items = [it for it, _ in added]
-            new_examples = [e for _, ex in added for e in ex]
+        holders = {m.module_id: set(self.store.module_items(m.module_id, m.version)) for m in infos}
+        homeless = [a for a in added if not any(a[2] & ids for ids in holders.values())]
+        if homeless:  # the old item was kept but never trained: the planner places the new one
+            new_items = [it for it, _, _ in homeless]
+            new_examples = [e for _, ex, _ in homeless for e in ex]
             for a in self._plan(namespace, self.store.modules(namespace), new_items, new_examples, None, None):
                 reports.append(self._write_module(namespace, a, [e for e in new_examples if e.item_id in {i.id for i in a.items}],
                                                   self.train_config, self.synth_config))
-        for n, info in enumerate(infos):
-            keep = [i for i in self.store.module_items(info.module_id, info.version) if i not in removed]
-            extra = added if n == 0 else []
+        placed: set[str] = set()
+        for info in infos:
+            keep = [i for i in holders[info.module_id] if i not in removed]
+            extra = [a for a in added if a[0].id not in placed and a[2] & holders[info.module_id]]
+            placed |= {a[0].id for a in extra}
             if not keep and not extra:
                 self.store.drop_module(info.module_id)
                 self._unload(info.module_id)
@@ -1022,17 +1034,18 @@ class KnowledgeMemory:
 
     def _rebuild(
         self, info: ModuleInfo, namespace: str, keep: list[str], removed: list[str],
-        added: list[tuple[Item, list[Any]]],
+        added: list[tuple[Item, list[Any], set[str]]],
     ) -> WriteReport:
         spec = LoraSpec.from_dict(info.lora_spec)
-        a = Assignment(info, info.module_id, spec, [it for it, _ in added], f"rebuild without {len(removed)} item(s)")
-        new_examples = [e for _, ex in added for e in ex]
+        a = Assignment(info, info.module_id, spec, [it for it, _, _ in added], f"rebuild without {len(removed)} item(s)")
+        new_examples = [e for _, ex, _ in added for e in ex]
         # Fresh weights: training from the old version would carry the removed items over.
         return self._write_module(namespace, a, new_examples, self.train_config, self.synth_config,
                                   fresh=True, keep=keep, removed=removed)
 
     def _verify(
-        self, namespace: str, reports: list[WriteReport], removed_examples: list[Any], added: list[tuple[Item, list[Any]]]
+        self, namespace: str, reports: list[WriteReport], removed_examples: list[Any],
+        added: list[tuple[Item, list[Any], set[str]]],
     ) -> dict[str, Any]:
         """Measure, not assume: recall (teacher-forced exact match, = greedy) of removed and added items on the
         rebuilt modules, next to the bare model's recall of the same probes."""
@@ -1057,7 +1070,11 @@ class KnowledgeMemory:
             out["removed_recall"] = max(recall(removed_examples, a) or 0.0 for a in adapters)
             out["removed_base_recall"] = recall(removed_examples, None)
         if added:
-            out["added_recall"] = recall([e for _, ex in added for e in ex], adapters[0])
+            out["added_recall"] = min((
+                recall([e for _, ex, _ in added for e in ex if e.item_id in held], a) or 0.0
+                for a, held in ((a, set(self.store.module_items(r.module_id, r.version))) for a, r in zip(adapters, reports))
+                if any(it.id in held for it, _, _ in added)
+            ), default=0.0)
         margin = 1.0 / max(1, len([e for e in removed_examples if e.probe]))  # one probe of slack
         ok = out.get("removed_recall", 0.0) <= (out.get("removed_base_recall") or 0.0) + margin
         ok = ok and all(r.reached_target for r in reports)
