@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Answer": "types",
     "BaseModelMismatchError": "store",
+    "CapacityModel": "capacity",
     "CorruptModuleError": "store",
     "Document": "types",
     "Example": "types",
@@ -30,6 +31,7 @@ _LAZY = {
     "ModelConfig": "config",
     "ModuleInfo": "store",
     "ModuleStore": "store",
+    "PlanConfig": "config",
     "ReadConfig": "config",
     "Reader": "types",
     "StoreBusyError": "store",
@@ -38,13 +40,17 @@ _LAZY = {
     "SynthConfig": "config",
     "TrainConfig": "config",
     "WriteReport": "types",
+    "build_reader": "readers",
+    "calibrate": "capacity",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])
 
 if TYPE_CHECKING:
-    from .config import LoraSpec, ModelConfig, ReadConfig, SynthConfig, TrainConfig
+    from .capacity import CapacityModel, calibrate
+    from .config import LoraSpec, ModelConfig, PlanConfig, ReadConfig, SynthConfig, TrainConfig
     from .memory import KnowledgeMemory
+    from .readers import build_reader
     from .store import (
         BaseModelMismatchError,
         CorruptModuleError,

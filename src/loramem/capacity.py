@@ -178,12 +178,20 @@ def calibrate(
         raise ValueError(f"order: expected 'size' or 'rank', got {order!r}")
     grid = [(r, n) for n in sizes for r in ranks] if order == "size" else [(r, n) for r in ranks for n in sizes]
     points: list[dict[str, Any]] = []
+    if checkpoint is not None and Path(checkpoint).exists():
+        # Resume an interrupted sweep: points measured with the same training budget are kept.
+        previous = CapacityModel.load(checkpoint)
+        if previous.train == tcfg.to_dict() and previous.base_fingerprint == memory.fingerprint:
+            points = [p for p in previous.points if (p["r"], p["entries"]) in set(grid)]
+    done = {(p["r"], p["entries"]) for p in points}
 
     def model() -> CapacityModel:
         return CapacityModel(base_model=memory.model_config.name, base_fingerprint=memory.fingerprint,
                              threshold=threshold, points=list(points), train=tcfg.to_dict())
 
     for r, n in grid:
+        if (r, n) in done:
+            continue
         spec = LoraSpec.from_dict({**base_spec.to_dict(), "r": int(r)})
         namespace = f"_calibrate-r{r}-n{n}"
         if namespace in memory.namespaces():

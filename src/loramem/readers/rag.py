@@ -66,9 +66,11 @@ class RAGIndex:
         *,
         path: str | os.PathLike[str] | None = None,
         chunk_size: int = 128,
-        overlap: int = 16,
+        overlap: int | None = None,
         embedder: Embedder | None = None,
     ) -> RAGIndex:
+        """Chunk and embed ``items``; ``overlap`` defaults to an eighth of ``chunk_size`` (in words)."""
+        overlap = chunk_size // 8 if overlap is None else overlap
         texts: list[str] = []
         records: list[dict[str, Any]] = []
         for item in items:
