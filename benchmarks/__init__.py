@@ -1,5 +1,6 @@
 """loramem benchmarks: a task registry, readers compared on the same tasks, one runner, committed results.
 
-    python -m benchmarks run benchmarks/configs/smoke.json
+    python -m benchmarks run --smoke                 # every task x reader at tiny sizes, validated
+    python -m benchmarks run axes-phonebook          # a config of benchmarks/configs/
     python -m benchmarks report benchmarks/results/<run>
 """
