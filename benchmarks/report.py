@@ -128,6 +128,44 @@ def capacity_data(results: dict[str, Any]) -> dict[str, Any] | None:
     return {"size_key": size_key, "curves": dict(sorted(curves.items())), "params": params, "saturation": saturation}
 
 
+def capacity_from_calibration(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The same curves from a ``loramem calibrate`` output (recall = teacher-forced exact match, = greedy)."""
+    points = data.get("points") or []
+    if "threshold" not in data or not points or "r" not in points[0]:
+        return None
+    curves: dict[int, list[tuple[float, float]]] = {}
+    params: dict[int, int] = {}
+    for p in points:
+        curves.setdefault(int(p["r"]), []).append((float(p["entries"]), float(p["recall"])))
+        params[int(p["r"])] = int(p["trainable_params"])
+    saturation = {}
+    for rank, pts in curves.items():
+        pts.sort()
+        held = [size for size, recall in pts if recall >= data["threshold"]]
+        saturation[rank] = max(held) if held else None
+    return {"size_key": "entries", "curves": dict(sorted(curves.items())), "params": params,
+            "saturation": saturation}
+
+
+def calibration_section(data: dict[str, Any], out: Path, prefix: str = "") -> list[str]:
+    """Markdown for a ``loramem calibrate`` run: every point, the saturation table, the curves."""
+    cap = capacity_from_calibration(data)
+    assert cap is not None
+    train = data.get("train") or {}
+    lines = ["## capacity (loramem calibrate)", "",
+             f"- base model: {data.get('base_model')}; command: `{data.get('command') or 'loramem calibrate'}`",
+             f"- budget per point: at most {train.get('max_steps')} steps of {train.get('batch_tokens')} tokens, "
+             f"stopping early at {train.get('target_recall')} recall; held = recall >= {data['threshold']}",
+             f"- fit over ranks that held anything: {data.get('fit')}", "",
+             _table(["rank", "entries", "knowledge tokens", "trainable params", "recall", "steps", "seconds"],
+                    [[p["r"], p["entries"], p["knowledge_tokens"], p["trainable_params"], p["recall"], p["steps"],
+                      p.get("seconds")] for p in sorted(data["points"], key=lambda p: (p["r"], p["entries"]))]), "",
+             "### Saturation per rank", "", capacity_table(cap), "",
+             f"![capacity]({plot_capacity(cap, out / f'{prefix}capacity.png').name})"]
+    eff = plot_efficiency(cap, out / f"{prefix}efficiency.png")
+    return [*lines, f"![efficiency]({eff.name})" if eff else "(no rank reached the saturation recall)", ""]
+
+
 def capacity_table(cap: dict[str, Any]) -> str:
     rows = []
     for rank in cap["curves"]:
@@ -263,6 +301,8 @@ def _header(results: dict[str, Any]) -> list[str]:
 
 def report_section(results: dict[str, Any], out: Path, prefix: str = "") -> list[str]:
     """Markdown lines for one run; its plots are written into ``out`` (file names start with ``prefix``)."""
+    if capacity_from_calibration(results) is not None:
+        return calibration_section(results, out, prefix)
     lines = [f"## {results.get('name', 'run')}", "", *_header(results), ""]
     if results.get("errors"):
         lines += ["**Errors:**", "", *[f"- {e}" for e in results["errors"]], ""]

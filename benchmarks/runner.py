@@ -975,6 +975,8 @@ def iter_results(paths: Sequence[str | os.PathLike[str]]) -> Iterator[tuple[Path
     """(run dir, results dict) for each run dir (or results.json path) given."""
     for p in map(Path, paths):
         f = p if p.is_file() else p / "results.json"
+        if not f.exists() and not p.is_file() and (p / "capacity.json").exists():
+            f = p / "capacity.json"  # a `loramem calibrate` output
         if not f.exists():
             raise ValueError(f"{p}: no results.json (expected a run folder written by `python -m benchmarks run`)")
         yield f.parent, json.loads(f.read_text(encoding="utf-8"))
