@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow test-all lint bench clean
+.PHONY: help venv demo test test-slow test-all lint bench bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,10 +36,22 @@ test-slow: $(STAMP)  ## tests on the embedded SmolLM2-135M model, the standard L
 	$(BIN)/pytest tests -q -m slow
 	$(BIN)/pytest integrations/langchain/tests -q -m slow
 	$(BIN)/pytest integrations/llamaindex/tests -q -m slow
+	$(MAKE) bench-smoke
+
+bench-smoke: $(STAMP)  ## every benchmark task x reader on the embedded model at tiny sizes; fails on invalid results
+	$(BIN)/python -m benchmarks run --smoke --out $(or $(TMPDIR),/tmp)/loramem-bench-smoke
+
+bench: $(STAMP)  ## the committed experiments (hours on 2 cores; see benchmarks/README.md)
+	$(BIN)/loramem calibrate --store $(or $(TMPDIR),/tmp)/loramem-calibrate --ranks 2,4,8,16,32,64 --sizes 4,8,16,24,32,48 --max-steps 40 --out benchmarks/results/capacity/capacity.json
+	$(BIN)/python -m benchmarks run axes-phonebook
+	$(BIN)/python -m benchmarks run axes-longdoc
+	$(BIN)/python -m benchmarks run formats-longdoc
+	$(BIN)/python -m benchmarks run counterfact
+	$(BIN)/python -m benchmarks.modules --entries 40 --modules 4 --rank 4 --max-steps 60 --min-epochs 8 --fresh
 
 lint: $(STAMP)  ## ruff and mypy
-	$(BIN)/ruff check src tests integrations examples
-	$(BIN)/mypy src
+	$(BIN)/ruff check src tests integrations examples benchmarks
+	$(BIN)/mypy src benchmarks
 	cd integrations/langchain && ../../$(BIN)/mypy langchain_loramem
 	cd integrations/llamaindex && ../../$(BIN)/mypy llama_index
 

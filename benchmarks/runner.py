@@ -193,8 +193,16 @@ class Experiment:
         if self.judge is not None:
             self.judge = _section("judge", JudgeConfig, self.judge)
         _expect(isinstance(self.readers, list) and len(self.readers) > 0, "readers", "a non-empty list", self.readers)
+        routers = _routers()
         for r in self.readers:
-            _expect(r in READERS, "readers", f"each one of {sorted(READERS)}", r)
+            # "lora@embedding": a LoRA reader with its own routing, so one point compares routers on one set
+            # of per_group modules (a plain "lora" uses the experiment's `routing`).
+            base, _, route = r.partition("@")
+            _expect(base in READERS, "readers", f"each one of {sorted(READERS)} (optionally @<routing>)", r)
+            if route:
+                _expect(base.startswith("lora") and self.modules == "per_group", "readers",
+                        "@<routing> only on lora readers with modules 'per_group'", r)
+                _expect(route in routers, "readers", f"@<routing> with routing one of {routers}", r)
         _expect(len(set(self.readers)) == len(self.readers), "readers", "no duplicates", self.readers)
         _expect(self.modules in ("single", "per_group"), "modules", "'single' or 'per_group'", self.modules)
         routers = _routers()
@@ -780,16 +788,18 @@ class Runner:
             modules[g] = report.module_id
         return _write_record(reports), modules
 
-    def _routing(self, exp: Experiment, questions: list[Question], modules: dict[str, str]) -> dict[str, Any]:
+    def _routing(self, exp: Experiment, questions: list[Question], modules: dict[str, str],
+                 routing: str | None = None) -> dict[str, Any]:
         """Keyword arguments that pick each question's module(s) for a LoRA reader (per_group modules only)."""
+        routing = routing or exp.routing
         if exp.modules == "single":
             return {}
-        if exp.routing == "oracle":
+        if routing == "oracle":
             missing = sorted({str(q.group) for q in questions if q.group not in modules})
             if missing:
                 raise ValueError(f"oracle routing: questions name groups that have no module: {missing[:5]}")
             return {"modules": [modules[str(q.group)] for q in questions]}
-        return {"route": exp.routing}
+        return {"route": routing}
 
     def _run_reader(self, name: str, point: Point, task: Task, data: TaskData, questions: list[Question],
                     rag_index: Any, record: dict[str, Any]) -> dict[str, Any]:
@@ -798,13 +808,14 @@ class Runner:
         exp, mem = point.experiment, self.mem
         assert mem is not None
         lora = name.startswith("lora")
+        base_name, _, routing = name.partition("@")
         t0 = time.perf_counter()
-        reader = build_reader(name, mem, namespace=point.namespace if lora else None, items=data.items,
+        reader = build_reader(base_name, mem, namespace=point.namespace if lora else None, items=data.items,
                               rag_index=rag_index, k=exp.rag.k, chunk_size=exp.rag.chunk_size,
                               token_budget=exp.icl.token_budget, max_new_tokens=exp.read.max_new_tokens)
         build_s = time.perf_counter() - t0
         routed = lora and exp.modules == "per_group"
-        kwargs = {**exp.ask, **(self._routing(exp, questions, record["modules"]) if lora else {})}
+        kwargs = {**exp.ask, **(self._routing(exp, questions, record["modules"], routing or None) if lora else {})}
         texts = [q.text for q in questions]
         with PeakRSS() as rss:
             t0 = time.perf_counter()

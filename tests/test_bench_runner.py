@@ -18,6 +18,7 @@ from benchmarks.runner import (
     Experiment,
     _limit,
     expand_grid,
+    iter_results,
     run_experiment,
     validate_run,
 )
@@ -38,6 +39,9 @@ TINY_TRAIN = {"lr": 5e-3, "lora_plus_ratio": 1.0, "max_steps": 40, "progress": F
     ({"name": "x", "readers": []}, "readers: expected a non-empty list"),
     ({"name": "x", "readers": ["lora", "oracle"]}, "readers: expected each one of"),
     ({"name": "x", "readers": ["lora", "lora"]}, "readers: expected no duplicates"),
+    ({"name": "x", "readers": ["lora@embedding"]}, "readers: expected @<routing> only on lora readers"),
+    ({"name": "x", "readers": ["base@oracle"], "modules": "per_group"}, "@<routing> only on lora readers"),
+    ({"name": "x", "readers": ["lora@nope"], "modules": "per_group"}, "@<routing> with routing one of"),
     ({"name": "x", "lora": {"rank": 4}}, "lora: LoraSpec: unknown fields ['rank']"),
     ({"name": "x", "train": {"max_steps": 0}}, "train: max_steps: expected an int >= 1, got 0"),
     ({"name": "x", "rag": {"k": 0}}, "rag: k: expected an int >= 1, got 0"),
@@ -61,7 +65,7 @@ def test_config_round_trips_and_shipped_configs_are_valid() -> None:
     exp = Experiment.from_dict({"name": "rt", "grid": {"lora.r": [2, 4]}, "synth": {"formats": ["qa", "rewrite"]}})
     assert Experiment.from_dict(json.loads(json.dumps(exp.to_dict()))).to_dict() == exp.to_dict()
     shipped = sorted(CONFIGS.glob("*.json"))
-    assert {p.stem for p in shipped} >= {"capacity", "formats-longdoc", "axes-phonebook", "axes-longdoc", "counterfact"}
+    assert {p.stem for p in shipped} >= {"multidoc-longdoc", "formats-longdoc", "axes-phonebook", "axes-longdoc", "counterfact"}
     for path in shipped:
         task = json.loads(path.read_text())["task"]["name"]
         if task in available_tasks():
@@ -178,14 +182,14 @@ def test_capacity_plot_and_saturation_table_from_a_hand_made_run(tmp_path: Path)
 def test_list_shows_tasks_readers_and_configs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "phonebook" in out and "lora+icl" in out and "capacity" in out and "smoke" in out
+    assert "phonebook" in out and "lora+icl" in out and "axes-phonebook" in out and "smoke" in out
 
 
 @pytest.mark.skipif("modules" not in inspect.signature(KnowledgeMemory.ask).parameters,
                     reason="per_group oracle routing needs KnowledgeMemory.ask(modules=) (not landed yet)")
 def test_per_group_modules_with_oracle_routing(tiny_model_dir: Path, tmp_path: Path) -> None:
     exp = Experiment.from_dict({
-        "name": "groups", "model": str(tiny_model_dir), "readers": ["lora", "lora+icl"],
+        "name": "groups", "model": str(tiny_model_dir), "readers": ["lora", "lora+icl", "lora@embedding"],
         "task": {"name": "phonebook", "size": 4, "options": {"groups": 2}},
         "modules": "per_group", "routing": "oracle", "lora": {"r": 4}, "train": TINY_TRAIN,
         "read": {"max_new_tokens": 8, "progress": False}, "icl": {"token_budget": 128},
@@ -197,3 +201,16 @@ def test_per_group_modules_with_oracle_routing(tiny_model_dir: Path, tmp_path: P
     for name in ("lora", "lora+icl"):
         assert point["readers"][name]["metrics"]["route_correct"] == 1.0
     assert all(not math.isnan(v) for v in point["readers"]["lora"]["metrics"].values())
+    embedded = point["readers"]["lora@embedding"]
+    assert embedded["ask"] == {"route": "embedding"} and 0.0 <= embedded["metrics"]["route_correct"] <= 1.0
+
+
+def test_report_renders_a_calibration(tmp_path: Path) -> None:
+    from loramem.capacity import CapacityModel
+
+    points = [{"r": r, "entries": n, "knowledge_tokens": 12 * n, "trainable_params": 1000 * r,
+               "recall": 1.0 if n <= 4 * r else 0.3, "steps": 5, "seconds": 1.0} for r in (2, 8) for n in (4, 8, 32)]
+    CapacityModel(base_model="m", base_fingerprint=None, threshold=0.9, points=points).save(tmp_path / "capacity.json")
+    report = write_report(list(iter_results([tmp_path])), tmp_path).read_text()
+    assert "loramem calibrate" in report and "| r8 | 8,000 | 32 |" in report
+    assert (tmp_path / "capacity.png").exists() and (tmp_path / "efficiency.png").exists()
