@@ -1,7 +1,8 @@
 """Routers: which module(s) of a namespace answer each question.
 
-- ``embedding``: a faiss index over every module's keys (fact questions and subjects, document titles and
-  passages); a module scores the best similarity of its keys to the question; the top-k modules above
+- ``embedding``: a faiss index (inner product on unit vectors) over every module's keys (fact questions and
+  subjects, document titles and passages); a module scores the best similarity of its keys among the
+  question's nearest keys; the top-k modules above
   ``threshold`` answer, and a question no module reaches falls back to the bare model (or the reader's RAG/ICL
   context). Keys are embedded once per module version and cached in ``<store>/router/``.
 - ``oracle``: given the right module per question (benchmarks only).
@@ -13,7 +14,6 @@ modules never answer another's question.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from .index import VectorIndex
 from .types import Document, Fact, Item
 
 if TYPE_CHECKING:
@@ -70,7 +71,9 @@ class EmbeddingRouter:
         self.memory = memory
         self.top_k = top_k
         self.threshold = threshold
+        self.search_keys = 64  # nearest keys looked at per question; a module's score is its best among them
         self._keys: dict[tuple[str, int], np.ndarray] = {}
+        self._index: tuple[tuple[tuple[str, int], ...], VectorIndex] | None = None
 
     def _cache_path(self, info: ModuleInfo) -> Path:
         return Path(self.memory.store.root) / "router" / f"{info.module_id}__v{info.version}.npy"
@@ -103,15 +106,31 @@ class EmbeddingRouter:
     def forget(self, module_id: str) -> None:
         for key in [k for k in self._keys if k[0] == module_id]:
             del self._keys[key]
+        self._index = None
+
+    def index(self, modules: Sequence[ModuleInfo]) -> VectorIndex:
+        """One faiss index over the keys of these module versions (cached per set of versions)."""
+        key = tuple(sorted((m.module_id, m.version) for m in modules))
+        if self._index is None or self._index[0] != key:
+            index = VectorIndex()
+            for info in modules:
+                vecs = self.keys(info)
+                index.add_vectors(vecs, [{"module": info.module_id}] * len(vecs))
+            self._index = (key, index)
+        return self._index[1]
 
     def scores(self, questions: Sequence[str], modules: Sequence[ModuleInfo]) -> np.ndarray:
-        """(questions, modules) best key similarity."""
+        """(questions, modules): each module's best key similarity among the nearest keys (-1: none near)."""
         from .embed import Embedder
 
+        index = self.index(modules)
+        column = {m.module_id: j for j, m in enumerate(modules)}
         q = Embedder.shared().encode(list(questions))
         out = np.full((len(questions), len(modules)), -1.0, dtype=np.float32)
-        for j, info in enumerate(modules):
-            out[:, j] = (q @ self.keys(info).T).max(axis=1)
+        for i, hits in enumerate(index.search_vectors(q, self.search_keys)):
+            for score, record in hits:
+                j = column[record["module"]]
+                out[i, j] = max(out[i, j], score)
         return out
 
     def route(self, questions: Sequence[str], modules: Sequence[ModuleInfo]) -> list[Route]:
@@ -167,7 +186,3 @@ def routing_accuracy(routes: Sequence[Route], expected: Sequence[str | None]) ->
     top1 = sum(1 for r, e in zip(routes, expected) if (r[0][0] if r else None) == e) / n
     hit = sum(1 for r, e in zip(routes, expected) if e in {m for m, _ in r}) / n
     return {"top1": top1, "hit": hit, "fallback": sum(1 for r in routes if not r) / n}
-
-
-def dump_routes(routes: Sequence[Route]) -> str:
-    return json.dumps([[[m, round(s, 4)] for m, s in r] for r in routes])
