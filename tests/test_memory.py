@@ -184,3 +184,14 @@ def test_bad_questions(mem):
         mem.ask("", namespace=None)
     with pytest.raises(ValueError, match="question: expected"):
         mem.ask([], namespace=None)
+
+
+def test_pissa_writes_after_reads_leave_the_base_weights_alone(mem, facts):
+    spec = LoraSpec(r=4, init="pissa")
+    mem.write(facts[:3], namespace="a", lora=spec)
+    mem.ask(facts[0].canonical_question, namespace="a")  # adapters loaded: layers are wrapped from here on
+    before = {n: p.detach().clone() for n, p in mem.model.get_base_model().named_parameters() if "lora_" not in n}
+    mem.write(facts[3:], namespace="b", lora=spec)
+    after = dict(mem.model.get_base_model().named_parameters())
+    assert all(torch.equal(v, after[n]) for n, v in before.items())
+    assert mem.ask(facts[0].canonical_question, namespace="a").text == COLOURS[0]

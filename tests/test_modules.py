@@ -194,3 +194,31 @@ def test_calibrate_measures_points_and_leaves_the_store_clean(mem):
     assert len(cm.points) == 1 == len(seen) and cm.points[0]["recall"] >= 0.9
     assert cm.saturation()[4] == cm.points[0]["knowledge_tokens"] > 0
     assert mem.namespaces() == [] and mem.ls() == []
+
+
+def test_moving_held_items_needs_a_forget_first(mem, facts):
+    mem.write(facts[:2], namespace="ns", module="ns.a")
+    with pytest.raises(ValueError, match="already held by module"):
+        mem.write(facts[:2], namespace="ns", module="ns.b")
+    with pytest.raises(KeyError, match="is a namespace, not an item id"):
+        mem.forget("ns", namespace="ns")
+
+
+def test_a_recreated_module_is_routed_and_read_with_its_new_weights(mem, facts):
+    _two_modules(mem, facts)
+    mem.ask("What is the home town of Dace?", "ns")  # caches router keys and adapters for ns.towns v1
+    mem.forget([it.id for it in mem.items("ns") if it.relation == "home town"], namespace="ns")
+    assert [i.module_id for i in mem.ls("ns")] == ["ns.colours"]
+    mem.write([Fact("Dace", "home town", "Oslo")], namespace="ns", module="ns.towns")  # v1 again, new weights
+    answer = mem.ask("What is the home town of Dace?", "ns")
+    assert answer.modules == ["ns.towns"] and answer.text == "Oslo"
+    assert mem.gc() >= 1  # the old version's folder and router keys go
+
+
+def test_dora_modules_take_one_pass_each_and_refuse_merging(mem, facts):
+    questions, expected = _two_modules(mem, facts)
+    mem.write([Fact("Gita", "home town", "Oslo")], namespace="ns", module="ns.dora", lora=LoraSpec(r=4, use_dora=True))
+    answers = mem.ask([questions[0], "What is the home town of Gita?"], "ns", modules=["ns.colours", "ns.dora"])
+    assert [a.text for a in answers] == [expected[0], "Oslo"]
+    with pytest.raises(ValueError, match="DoRA"):
+        mem.ask(questions[0], "ns", modules=[["ns.colours", "ns.dora"]])

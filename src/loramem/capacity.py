@@ -76,8 +76,8 @@ class CapacityModel:
     def capacity(self, r: int) -> int:
         """Knowledge tokens a rank-``r`` module holds: measured when calibrated at ``r``, else the power-law fit."""
         sat = self.saturation()
-        if sat.get(r):
-            return sat[r]
+        if r in sat:
+            return sat[r]  # measured (0 when that rank held none of the sizes tried)
         fitted = self.fit()
         if fitted is None:
             return max(sat.values(), default=0)

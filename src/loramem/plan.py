@@ -104,7 +104,14 @@ def plan_write(
     tokens = item_tokens(new_examples, memory._prompt)
     total = sum(tokens.get(it.id, 0) for it in new)
     fixed_rank = lora is not None or not cfg.auto_rank
-    rank, _ = (spec.r, 0) if fixed_rank else capacity.plan(total, cfg.fill)
+    try:
+        rank, _ = (spec.r, 0) if fixed_rank else capacity.plan(total, cfg.fill)
+    except ValueError as exc:  # a capacity model that held nothing cannot plan: one module, and say why
+        target = current[0] if current else None
+        return [Assignment(target, target.module_id if target else None, spec, new, f"no plan: {exc}")]
+    if capacity.capacity(rank) <= 0:
+        raise ValueError(f"the capacity model says a rank-{rank} module holds nothing; pick another rank or "
+                         "recalibrate (loramem calibrate)")
     per_module = max(1, int(capacity.capacity(rank) * cfg.fill))
 
     # Room left in the namespace's modules.
@@ -154,7 +161,9 @@ def plan_write(
             a = out.setdefault(best, Assignment(by_id[best], best, spec, [], f"room in {best}"))
             a.items += [new[i] for i in g]
             continue
-        r = spec.r if fixed_rank else capacity.plan(g_tokens, cfg.fill)[0]
+        # Every new module of one write gets the write's rank, so they can be merged with any method later
+        # (linear/TIES/DARE need equal ranks); a write small enough for one module gets the smallest rank.
+        r = rank if (fixed_rank or len(groups) > 1) else capacity.plan(g_tokens, cfg.fill)[0]
         new_spec = LoraSpec.from_dict({**spec.to_dict(), "r": r})
         fresh.append(Assignment(None, None, new_spec, [new[i] for i in g],
                                 f"new module r={r} for {g_tokens} knowledge tokens (capacity {capacity.capacity(r)})"))

@@ -72,15 +72,16 @@ class EmbeddingRouter:
         self.top_k = top_k
         self.threshold = threshold
         self.search_keys = 64  # nearest keys looked at per question; a module's score is its best among them
-        self._keys: dict[tuple[str, int], np.ndarray] = {}
-        self._index: tuple[tuple[tuple[str, int], ...], VectorIndex] | None = None
+        self._keys: dict[tuple[str, int, str], np.ndarray] = {}
+        self._index: tuple[tuple[tuple[str, int, str], ...], VectorIndex] | None = None
 
     def _cache_path(self, info: ModuleInfo) -> Path:
-        return Path(self.memory.store.root) / "router" / f"{info.module_id}__v{info.version}.npy"
+        # Keyed on the weights' sha256 too: a module id re-created after a drop restarts at v1.
+        return Path(self.memory.store.root) / "router" / f"{info.module_id}__v{info.version}__{info.sha256[:12]}.npy"
 
     def keys(self, info: ModuleInfo) -> np.ndarray:
         """Unit vectors of a module version's keys (embedded once, then read from the cache)."""
-        key = (info.module_id, info.version)
+        key = (info.module_id, info.version, info.sha256)
         if key in self._keys:
             return self._keys[key]
         path = self._cache_path(info)
@@ -110,7 +111,7 @@ class EmbeddingRouter:
 
     def index(self, modules: Sequence[ModuleInfo]) -> VectorIndex:
         """One faiss index over the keys of these module versions (cached per set of versions)."""
-        key = tuple(sorted((m.module_id, m.version) for m in modules))
+        key = tuple(sorted((m.module_id, m.version, m.sha256) for m in modules))
         if self._index is None or self._index[0] != key:
             index = VectorIndex()
             for info in modules:
