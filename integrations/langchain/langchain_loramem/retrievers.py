@@ -216,10 +216,12 @@ class LoRAMemoryRetriever(BaseRetriever):
         prompts = prompts[:k]
 
         target = info.module_id if info is not None else None
+        # A namespace the planner split into several modules is routed per prompt (KnowledgeMemory.ask).
+        routed = module is None and info is not None and len(mem.ls(info.namespace)) > 1
         answers = mem.ask(
             [p for p, _, _ in prompts],
             namespace=None if target is None else info.namespace,  # type: ignore[union-attr]
-            module=target,
+            module=None if routed else target,
             max_new_tokens=max_tokens,
         )
         base_meta = {
@@ -239,6 +241,7 @@ class LoRAMemoryRetriever(BaseRetriever):
                     "source": source,
                     "item_id": item_id,
                     "reader": answer.reader,
+                    "modules": answer.modules,
                     "rank": rank,
                 },
             )

@@ -139,8 +139,10 @@ class LoRAMemoryRetriever(BaseRetriever):
             if question.strip().lower() not in {q.strip().lower() for q in questions}:  # the query may be one
                 questions.append(question)
                 picks.append((score, item))
+        routed = self.module is None and len(infos) > 1  # a split namespace: KnowledgeMemory.ask routes
         answers = mem.ask(
-            questions, namespace=info.namespace, module=info.module_id, max_new_tokens=self.max_new_tokens
+            questions, namespace=info.namespace, module=None if routed else info.module_id,
+            max_new_tokens=self.max_new_tokens,
         )
 
         base = {"namespace": info.namespace, "module_id": info.module_id, "module_version": info.version}
@@ -166,6 +168,7 @@ class LoRAMemoryRetriever(BaseRetriever):
             **base,
             "question": question,
             "reader": answer.reader,
+            "modules": answer.modules,
             "item_ids": item_ids,
             "items": labels,
         }
