@@ -42,7 +42,7 @@ bench-smoke: $(STAMP)  ## every benchmark task x reader on the embedded model at
 	$(BIN)/python -m benchmarks run --smoke --out $(or $(TMPDIR),/tmp)/loramem-bench-smoke
 
 bench: $(STAMP)  ## the committed experiments (hours on 2 cores; see benchmarks/README.md)
-	$(BIN)/loramem calibrate --store $(or $(TMPDIR),/tmp)/loramem-calibrate --ranks 2,4,8,16,32,64 --sizes 4,8,16,24,32,48 --max-steps 40 --out benchmarks/results/capacity/capacity.json
+	$(BIN)/loramem calibrate --store $(or $(TMPDIR),/tmp)/loramem-calibrate --ranks 2,4,8,16,32,64 --sizes 2,4,8,12,16,24 --max-steps 40 --out benchmarks/results/capacity/capacity.json
 	$(BIN)/python -m benchmarks run axes-phonebook
 	$(BIN)/python -m benchmarks run axes-longdoc
 	$(BIN)/python -m benchmarks run formats-longdoc

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train = TrainConfig(lr=args.lr, lora_plus_ratio=8.0, batch_tokens=512, max_steps=args.max_steps,
                         target_recall=0.95, min_epochs=args.min_epochs, progress=False)
     synth = SynthConfig(formats=("qa",), qa_paraphrases=1)
-    read = ReadConfig(max_new_tokens=20, batch_size=32, progress=False)
+    read = ReadConfig(max_new_tokens=args.max_new_tokens, batch_size=32, progress=False)
     mem = KnowledgeMemory.open(out / "store", model=args.model, train=train, synth=synth, read=read,
                                plan=PlanConfig(split=False))
     config = {k: v for k, v in vars(args).items() if k != "func"}
@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--icl-budget", type=int, default=4096)
+    p.add_argument("--max-new-tokens", type=int, default=32, help="enough for a sentence around a phone number")
     p.add_argument("--changes", type=int, default=2, help="entries deleted, and entries updated")
     p.add_argument("--merge-methods", nargs="+", default=list(MERGE_METHODS))
     p.add_argument("--seed", type=int, default=0)
