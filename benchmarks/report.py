@@ -161,6 +161,9 @@ def calibration_section(data: dict[str, Any], out: Path, prefix: str = "") -> li
                     [[p["r"], p["entries"], p["knowledge_tokens"], p["trainable_params"], p["recall"], p["steps"],
                       p.get("seconds")] for p in sorted(data["points"], key=lambda p: (p["r"], p["entries"]))]), "",
              "### Saturation per rank", "", capacity_table(cap), "",
+             "Ranks that held every size tried have only a lower bound (they may hold more): "
+             + (", ".join(f"r{r}" for r, b in (data.get("saturation_is_upper_bound") or {}).items() if not b)
+                or "none") + ".", "",
              f"![capacity]({plot_capacity(cap, out / f'{prefix}capacity.png').name})"]
     eff = plot_efficiency(cap, out / f"{prefix}efficiency.png")
     return [*lines, f"![efficiency]({eff.name})" if eff else "(no rank reached the saturation recall)", ""]

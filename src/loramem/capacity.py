@@ -54,6 +54,13 @@ class CapacityModel:
                 out[r] = max(out[r], int(p["knowledge_tokens"]))
         return dict(sorted(out.items()))
 
+    def bounded(self) -> dict[int, bool]:
+        """Rank -> whether a size above its saturation failed (True: measured; False: only a lower bound,
+        every size tried was held, so the rank may hold more)."""
+        sat = self.saturation()
+        return {r: any(int(p["r"]) == r and p["recall"] < self.threshold and p["knowledge_tokens"] > t
+                       for p in self.points) for r, t in sat.items()}
+
     def params(self) -> dict[int, int]:
         return {int(p["r"]): int(p["trainable_params"]) for p in self.points}
 
@@ -112,6 +119,7 @@ class CapacityModel:
         out = asdict(self)
         out["saturation"] = {str(r): t for r, t in self.saturation().items()}
         out["efficiency"] = {str(r): e for r, e in self.efficiency().items()}
+        out["saturation_is_upper_bound"] = {str(r): b for r, b in self.bounded().items()}
         fitted = self.fit()
         out["fit"] = None if fitted is None else {"a": fitted[0], "b": fitted[1], "form": "tokens = a * r**b"}
         return out

@@ -112,7 +112,7 @@ def run_demo(
     if "phonebook" in mem.namespaces():
         mem.forget_namespace("phonebook")
     say(f"writing {entries} PhoneBook entries, e.g. {facts[0].canonical_question} -> {facts[0].object}")
-    report = mem.write(facts, namespace="phonebook")
+    report = mem.write(facts, namespace="phonebook", split=False)  # the demo shows one module (no planner split)
     say(report.summary())
 
     questions = [f.canonical_question for f in facts]
