@@ -76,3 +76,21 @@ def test_rag_index_persists_beside_the_store(mem, tmp_path):
     assert hits[0][1]["source"] == docs[1].id and 0 < hits[0][0] <= 1.0001
     reader = build_reader("rag", mem, rag_index=reopened, k=1)
     assert reader.answer(["Who founded the Harrow choir?"])[0].sources == [docs[1].id]
+
+
+def test_batched_logprobs_equal_one_at_a_time_full_forwards(mem, facts):
+    import torch
+
+    mem.write(facts[:3], namespace="people")
+    questions = [f.canonical_question for f in facts[:3]]
+    contexts = ["some context first", None, "x"]
+    candidates = [["blue", "red green"], ["red", "blue"], ["a much longer answer than the others", "green"]]
+    got = mem.logprobs(questions, candidates, "people", context=contexts)
+    tok = mem.tokenizer
+    with mem._activate([mem.load_module(mem.ls("people")[0])]):
+        for q, c, cands, row in zip(questions, contexts, candidates, got):
+            for a, value in zip(cands, row):
+                p = tok(mem._prompt.prompt(q, c), add_special_tokens=False)["input_ids"]
+                ids = tok(a, add_special_tokens=False)["input_ids"]
+                lp = mem.model(input_ids=torch.tensor([p + ids])).logits[0].log_softmax(-1)
+                assert value == pytest.approx(sum(float(lp[len(p) - 1 + j, t]) for j, t in enumerate(ids)), abs=1e-3)

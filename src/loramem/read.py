@@ -90,7 +90,11 @@ def answer_logprobs(
     model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int, reduce: str = "sum",
     adapter_names: Sequence[str] | None = None,
 ) -> list[float]:
-    """Log p(answer | prompt) for (formatted prompt, answer) pairs; right-padded batches, one forward each."""
+    """Log p(answer | prompt) for (formatted prompt, answer) pairs, batched.
+
+    Rows are left-padded so every answer ends at the last column; the LM head then runs on the last
+    ``longest answer + 1`` positions only (``logits_to_keep``), not on the whole prompt ([B, K, V], not [B, T, V]).
+    """
     encoded = []
     for prompt_text, answer in pairs:
         p_ids = tok(prompt_text, add_special_tokens=False)["input_ids"]
@@ -103,17 +107,20 @@ def answer_logprobs(
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start : start + batch_size]
         width = max(len(p) + len(a) for p, a in chunk)
+        keep = max(len(a) for _, a in chunk) + 1
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, (p, a) in enumerate(chunk):
-            ids[row, : len(p) + len(a)] = torch.tensor(p + a)
-            mask[row, : len(p) + len(a)] = 1
+            ids[row, width - len(p) - len(a) :] = torch.tensor(p + a)
+            mask[row, width - len(p) - len(a) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each row's positions start at 0
         extra = {} if adapter_names is None else {"adapter_names": list(adapter_names[start : start + batch_size])}
-        logits = model(input_ids=ids, attention_mask=mask, **extra).logits.float()  # (B, T, V)
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t+1
-        for row, (p, a) in enumerate(chunk):
-            pos = torch.arange(len(p) - 1, len(p) + len(a) - 1)
-            token_lp = logp[row, pos, torch.tensor(a)]
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep,
+                       **extra).logits.float()  # [B, keep, V]: column width-keep+i is logits[:, i]
+        for row, (_, a) in enumerate(chunk):
+            # answer token j sits at column width-len(a)+j and is predicted from the column before it
+            idx = torch.arange(keep - len(a) - 1, keep - 1)
+            token_lp = torch.log_softmax(logits[row, idx], dim=-1)[torch.arange(len(a)), torch.tensor(a)]
             value = token_lp[0] if reduce == "first" else token_lp.mean() if reduce == "mean" else token_lp.sum()
             out[start + row] = float(value)
     return out
