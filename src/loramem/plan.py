@@ -122,10 +122,17 @@ def plan_write(
 
     from .embed import Embedder
 
-    embedder = Embedder.shared()
-    vecs = embedder.encode([item_key(it) for it in new])
+    embedder: Embedder | None = Embedder.shared()
+    try:
+        vecs = embedder.encode([item_key(it) for it in new])  # type: ignore[union-attr]
+    except ImportError as exc:  # no embedder installed: group by arrival order, and say so
+        import warnings
+
+        warnings.warn(f"grouping by arrival order, not topic: {exc}", stacklevel=4)
+        embedder, vecs = None, np.eye(len(new), dtype=np.float32)
     k = max(1, math.ceil(total / per_module))
-    labels = kmeans(vecs, k) if cfg.group_by == "topic" else np.arange(len(new)) * k // len(new)
+    by_topic = cfg.group_by == "topic" and embedder is not None
+    labels = kmeans(vecs, k) if by_topic else np.arange(len(new)) * k // len(new)
     groups: list[list[int]] = []
     for j in sorted(set(labels.tolist())):
         idx = [i for i in range(len(new)) if labels[i] == j]
@@ -143,9 +150,9 @@ def plan_write(
         groups.append(chunk)
 
     centroids: dict[str, np.ndarray] = {}
-    for m in current:
+    for m in current if embedder is not None else []:
         held = memory.store.items(namespace, memory.store.module_items(m.module_id, m.version))
-        if held:
+        if held and embedder is not None:
             c = embedder.encode([item_key(it) for it in held]).mean(axis=0)
             centroids[m.module_id] = c / (np.linalg.norm(c) or 1.0)
     by_id = {m.module_id: m for m in current}
