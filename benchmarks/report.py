@@ -147,6 +147,12 @@ def capacity_from_calibration(data: dict[str, Any]) -> dict[str, Any] | None:
             "saturation": saturation}
 
 
+def _bounded(data: dict[str, Any]) -> dict[int, bool]:
+    from loramem.capacity import CapacityModel
+
+    return CapacityModel.load_dict(data).bounded()
+
+
 def calibration_section(data: dict[str, Any], out: Path, prefix: str = "") -> list[str]:
     """Markdown for a ``loramem calibrate`` run: every point, the saturation table, the curves."""
     cap = capacity_from_calibration(data)
@@ -162,8 +168,7 @@ def calibration_section(data: dict[str, Any], out: Path, prefix: str = "") -> li
                       p.get("seconds")] for p in sorted(data["points"], key=lambda p: (p["r"], p["entries"]))]), "",
              "### Saturation per rank", "", capacity_table(cap), "",
              "Ranks that held every size tried have only a lower bound (they may hold more): "
-             + (", ".join(f"r{r}" for r, b in (data.get("saturation_is_upper_bound") or {}).items() if not b)
-                or "none") + ".", "",
+             + (", ".join(f"r{r}" for r, b in _bounded(data).items() if not b) or "none") + ".", "",
              f"![capacity]({plot_capacity(cap, out / f'{prefix}capacity.png').name})"]
     eff = plot_efficiency(cap, out / f"{prefix}efficiency.png")
     return [*lines, f"![efficiency]({eff.name})" if eff else "(no rank reached the saturation recall)", ""]

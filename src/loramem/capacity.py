@@ -133,11 +133,14 @@ class CapacityModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CapacityModel:
-        data = json.loads(Path(path).read_text())
+        return cls.load_dict(json.loads(Path(path).read_text()), str(path))
+
+    @classmethod
+    def load_dict(cls, data: dict[str, Any], source: str = "capacity model") -> CapacityModel:
         fields = {k: data[k] for k in ("base_model", "base_fingerprint", "threshold", "points", "train", "command") if k in data}
         missing = {"base_model", "threshold", "points"} - set(fields)
         if missing:
-            raise ValueError(f"{path}: not a capacity model (missing {sorted(missing)})")
+            raise ValueError(f"{source}: not a capacity model (missing {sorted(missing)})")
         fields.setdefault("base_fingerprint", None)
         return cls(**fields)
 
@@ -169,6 +172,7 @@ def calibrate(
     on_point: Callable[[dict[str, Any]], None] | None = None,
     order: str = "size",
     checkpoint: str | os.PathLike[str] | None = None,
+    command: str = "",
 ) -> CapacityModel:
     """Write PhoneBooks of each size at each rank (fresh modules, same write loop as users) and record recall.
 
@@ -195,7 +199,7 @@ def calibrate(
 
     def model() -> CapacityModel:
         return CapacityModel(base_model=memory.model_config.name, base_fingerprint=memory.fingerprint,
-                             threshold=threshold, points=list(points), train=tcfg.to_dict())
+                             threshold=threshold, points=list(points), train=tcfg.to_dict(), command=command)
 
     for r, n in grid:
         if (r, n) in done:

@@ -148,8 +148,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(json.dumps(point), flush=True)
 
     model = calibrate(mem, ranks=ranks, sizes=sizes, train=train, threshold=args.threshold, on_point=progress,
-                      order=args.order, checkpoint=out)
-    model.command = command
+                      order=args.order, checkpoint=out, command=command)
     model.save(out)
     print(f"saturation (knowledge tokens at >= {args.threshold:.0%} recall) per rank: {model.saturation()}")
     print(f"efficiency (tokens / trainable parameter): "
