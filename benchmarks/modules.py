@@ -61,12 +61,17 @@ class Recorder:
         os.replace(tmp, self.out / "results.json")
 
 
-def timed_ask(mem: KnowledgeMemory, questions: list[str], **kwargs: Any) -> tuple[list[Any], float, float]:
+def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[list[Any], float, float]:
+    """``fn(*args, **kwargs)`` with its wall seconds and the peak resident memory while it ran."""
     with PeakRSS() as rss:
         t0 = time.perf_counter()
-        answers = mem.ask(questions, **kwargs)
+        answers = fn(*args, **kwargs)
         seconds = time.perf_counter() - t0
     return answers, seconds, rss.peak_mb
+
+
+def timed_ask(mem: KnowledgeMemory, questions: list[str], **kwargs: Any) -> tuple[list[Any], float, float]:
+    return timed(mem.ask, questions, **kwargs)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         (f"{k} x r{r}, oracle routing", lambda: timed_ask(mem, questions, namespace="pb", modules=oracle)),
         (f"{k} x r{r}, embedding routing", lambda: timed_ask(mem, questions, namespace="pb")),
         (f"1 x r{k * r}, everything", lambda: timed_ask(mem, questions, namespace="pb1")),
-        ("icl (full context)", lambda: _timed_reader(icl, questions)),
+        ("icl (full context)", lambda: timed(icl.answer, questions)),
         ("base", lambda: timed_ask(mem, questions, namespace=None)),
     ]
     for name, fn in runs:
@@ -200,14 +205,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rec.results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     rec.save()
     return rec.results
-
-
-def _timed_reader(reader: Any, questions: list[str]) -> tuple[list[Any], float, float]:
-    with PeakRSS() as rss:
-        t0 = time.perf_counter()
-        answers = reader.answer(questions)
-        seconds = time.perf_counter() - t0
-    return answers, seconds, rss.peak_mb
 
 
 def _other_phone(phone: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from loramem.phonebook import phone_correct, phone_digits, phonebook
+from loramem.readers.icl import render_item
 from loramem.types import Answer, Fact
 
 from . import register_task
@@ -18,7 +19,8 @@ from .base import Question, TaskData
 
 
 def line(fact: Fact) -> str:
-    return f"Question: {fact.canonical_question} Answer: {fact.canonical_answer}"
+    """The paper's training line; the same text the ICL and RAG readers put in the prompt."""
+    return render_item(fact)
 
 
 class PhoneBookTask:

@@ -605,9 +605,7 @@ class KnowledgeMemory:
             raise ValueError(f"question: expected a non-empty string or list of them, got {question!r:.80}")
         contexts = _per_question("context", context, len(questions))
         self._ensure_model()
-        routes = self._select(questions, namespace, module, modules, route, top_k, threshold)
-        routed = module is None and modules is None and namespace is not None and (
-            route is not None or len({i.module_id for r in routes for i, _ in r}) > 1 or len(self.store.modules(namespace)) > 1)
+        routes, routed = self._select(questions, namespace, module, modules, route, top_k, threshold)
         answers = self._generate(questions, routes, contexts, max_new_tokens, merge, routed)
         return answers[0] if single else answers
 
@@ -633,8 +631,9 @@ class KnowledgeMemory:
         route: str | None,
         top_k: int | None,
         threshold: float | None,
-    ) -> list[list[tuple[ModuleInfo, float]]]:
-        """Per question, the module versions that answer it with their routing scores (empty: bare model)."""
+    ) -> tuple[list[list[tuple[ModuleInfo, float]]], bool]:
+        """Per question, the module versions that answer it with their routing scores (empty: bare model),
+        and whether a router chose them."""
         if modules is not None:
             if isinstance(modules, str) or len(modules) != len(questions):
                 raise ValueError(f"modules: expected a list of {len(questions)} entries (one per question), got {modules!r:.80}")
@@ -646,22 +645,22 @@ class KnowledgeMemory:
                     if mid not in by_id:
                         by_id[mid] = self.store.module(mid)
                 out.append([(by_id[mid], 1.0) for mid in ids])
-            return out
+            return out, False
         if module is not None:
             info = self.store.module(module)
-            return [[(info, 1.0)] for _ in questions]
+            return [[(info, 1.0)] for _ in questions], False
         if namespace is None:
-            return [[] for _ in questions]
+            return [[] for _ in questions], False
         check_namespace(namespace)
         infos = self.store.modules(namespace)
         if not infos and namespace not in self.store.namespaces():
             known = ", ".join(self.store.namespaces()) or "none"
             raise KeyError(f"namespace {namespace!r} holds nothing; namespaces in this store: {known}")
         if len(infos) <= 1 and route is None:
-            return [[(i, 1.0) for i in infos] for _ in questions]
+            return [[(i, 1.0) for i in infos] for _ in questions], False
         by_id = {i.module_id: i for i in infos}
         routes = self.router(route, top_k, threshold).route(questions, infos)
-        return [[(by_id[mid], score) for mid, score in r] for r in routes]
+        return [[(by_id[mid], score) for mid, score in r] for r in routes], True
 
     def _adapter_names(self, selection: list[list[tuple[ModuleInfo, float]]], merge: str | None) -> list[str]:
         """One adapter name per question (``__base__`` for none), loading or merging what is missing."""
@@ -781,7 +780,7 @@ class KnowledgeMemory:
         self._ensure_model()
         from .read import answer_logprobs
 
-        selection = self._select(questions, namespace, module, modules, route, None, None)
+        selection, _ = self._select(questions, namespace, module, modules, route, None, None)
         q_names = self._adapter_names(selection, merge)
         pairs, names = [], []
         for q, c, cands, name in zip(questions, contexts, candidates, q_names):
@@ -845,13 +844,13 @@ class KnowledgeMemory:
         from .read import generate_texts
 
         t0 = time.perf_counter()
-        selection = self._select(questions, namespace, module, None, None, None, None)
+        selection, routed = self._select(questions, namespace, module, None, None, None, None)
         names = self._adapter_names(selection, None)
         load_s = time.perf_counter() - t0
         cfg = self._read_config(max_new_tokens)
         out = self._run(names, lambda rows, kw: generate_texts(
             self.model, self._prompt, [texts[i] for i in rows], cfg, stop=stop, **kw), len(texts))
-        return self._answers(questions, selection, out, load_s, "lora")
+        return self._answers(questions, selection, out, load_s, "lora", routed)
 
     def stream_chat(
         self,
@@ -869,7 +868,7 @@ class KnowledgeMemory:
             self._ensure_model()
             text = self._prompt.render(list(conversation))
             last = next((m["content"] for m in reversed(conversation) if m["role"] == "user"), "") or "?"
-            selection = self._select([last], namespace, module, None, None, None, None)  # errors surface here
+            selection, _ = self._select([last], namespace, module, None, None, None, None)  # errors surface here
             model = self.model
 
         def locked_generate(**kwargs: Any) -> None:
