@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import LoraSpec
-from .types import Document, Example, Fact, Item
+from .text import item_key
+from .types import Example, Item
 
 if TYPE_CHECKING:
     from .capacity import CapacityModel
@@ -37,16 +38,6 @@ class Assignment:
     spec: LoraSpec
     items: list[Item]
     reason: str = ""
-
-
-def item_key(item: Item) -> str:
-    """The text that says what an item is about (for topic grouping)."""
-    if isinstance(item, Fact):
-        return f"{item.subject} {item.relation}"
-    if isinstance(item, Document):
-        head = item.text[:300]
-        return f"{item.title}. {head}" if item.title else head
-    raise TypeError(f"expected a Fact or a Document, got {type(item).__name__}")
 
 
 def kmeans(vectors: np.ndarray, k: int, iters: int = 20) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from .index import VectorIndex
-from .types import Document, Fact, Item
+from .text import item_keys
 
 if TYPE_CHECKING:
     from .memory import KnowledgeMemory
@@ -48,18 +48,6 @@ def get_router(name: str, memory: KnowledgeMemory, **options: Any) -> Router:
     if name not in ROUTERS:
         raise KeyError(f"unknown router {name!r}; known routers: {', '.join(sorted(ROUTERS))}")
     return ROUTERS[name](memory, **options)
-
-
-def item_keys(item: Item, passage_words: int = 48) -> list[str]:
-    """Texts a question about ``item`` should resemble."""
-    if isinstance(item, Fact):
-        return [item.canonical_question, f"{item.subject} {item.relation}"]
-    if isinstance(item, Document):
-        from .readers.rag import chunk_text
-
-        keys = [item.title] if item.title else []
-        return keys + chunk_text(item.text, passage_words, 8)
-    raise TypeError(f"expected a Fact or a Document, got {type(item).__name__}")
 
 
 class EmbeddingRouter:

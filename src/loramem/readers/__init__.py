@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..text import chunk_text, render_item
 from ..types import Item, Reader
 from .base import Context, ContextSource, MemoryReader
-from .icl import ICLContext, render_item
-from .rag import RAGContext, RAGIndex, chunk_text
+from .icl import ICLContext
+from .rag import RAGContext, RAGIndex
 
 if TYPE_CHECKING:
     from ..memory import KnowledgeMemory

@@ -5,19 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..types import Document, Fact, Item
+from ..text import render_item
+from ..types import Item
 from .base import Context
-
-
-def render_item(item: Item | str) -> str:
-    """How an item reads in a prompt: a fact as its question and answer, a document as its (titled) text."""
-    if isinstance(item, str):
-        return item
-    if isinstance(item, Fact):
-        return f"Question: {item.canonical_question} Answer: {item.canonical_answer}"
-    if isinstance(item, Document):
-        return f"{item.title}\n{item.text}" if item.title else item.text
-    raise TypeError(f"expected a Fact, a Document or a string, got {type(item).__name__}")
 
 
 class ICLContext:

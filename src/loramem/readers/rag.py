@@ -7,47 +7,15 @@ once and reopened like the memory.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..embed import Embedder
 from ..index import VectorIndex
+from ..text import chunk_text, render_item
 from ..types import Item
 from .base import Context
-from .icl import render_item
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-
-
-def chunk_text(text: str, chunk_size: int = 128, overlap: int = 16) -> list[str]:
-    """Split into chunks of about ``chunk_size`` words at sentence ends; consecutive chunks share ``overlap`` words.
-
-    A sentence longer than a chunk is split at word boundaries.
-    """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size: expected an int >= 1, got {chunk_size}")
-    if not 0 <= overlap < chunk_size:
-        raise ValueError(f"overlap: expected 0 <= overlap < chunk_size ({chunk_size}), got {overlap}")
-    words_per_sentence = []
-    for sent in _SENTENCE.split(text.strip()):
-        words = sent.split()
-        while len(words) > chunk_size:
-            words_per_sentence.append(words[:chunk_size])
-            words = words[chunk_size:]
-        if words:
-            words_per_sentence.append(words)
-    chunks: list[str] = []
-    current: list[str] = []
-    for words in words_per_sentence:
-        if current and len(current) + len(words) > chunk_size:
-            chunks.append(" ".join(current))
-            current = current[-overlap:] if overlap else []
-        current = current + words
-    if current:
-        chunks.append(" ".join(current))
-    return chunks
 
 
 class RAGIndex:
