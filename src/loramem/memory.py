@@ -141,6 +141,12 @@ class KnowledgeMemory:
         return self._prompt.tokenizer
 
     @property
+    def prompt_format(self) -> Any:
+        """The ``PromptFormat`` that renders questions (and contexts) for both training and reading."""
+        self._ensure_model()
+        return self._prompt
+
+    @property
     def model(self) -> Any:
         """The model used for generation (the PeftModel once any module is loaded)."""
         self._ensure_model()
