@@ -39,7 +39,7 @@ def main() -> None:
     # --- loramem: packed rows, answer-only loss and head, short prompt -------------------------------------
     from loramem import LoraSpec
 
-    enc = encode_all(examples, mem._prompt, 256)
+    enc = encode_all(examples, mem.prompt_format, 256)
     torch.manual_seed(0)
     model = get_peft_model(base, peft_config(base, LoraSpec(r=16)), adapter_name="bench")
     params = [p for p in model.parameters() if p.requires_grad]

@@ -9,7 +9,8 @@ import pytest
 from conftest import COLOURS, NAMES
 
 from loramem import Fact, LoraSpec
-from loramem.capacity import CapacityModel, calibrate
+from loramem.calibration import calibrate
+from loramem.capacity import CapacityModel
 from loramem.config import MERGE_METHODS, PlanConfig, ReadConfig
 from loramem.route import routing_accuracy
 

@@ -87,10 +87,10 @@ def test_batched_logprobs_equal_one_at_a_time_full_forwards(mem, facts):
     candidates = [["blue", "red green"], ["red", "blue"], ["a much longer answer than the others", "green"]]
     got = mem.logprobs(questions, candidates, "people", context=contexts)
     tok = mem.tokenizer
-    with mem._activate([mem.load_module(mem.ls("people")[0])]):
+    with mem.adapters.activate([mem.load_module(mem.ls("people")[0])]):
         for q, c, cands, row in zip(questions, contexts, candidates, got):
             for a, value in zip(cands, row):
-                p = tok(mem._prompt.prompt(q, c), add_special_tokens=False)["input_ids"]
+                p = tok(mem.prompt_format.prompt(q, c), add_special_tokens=False)["input_ids"]
                 ids = tok(a, add_special_tokens=False)["input_ids"]
                 lp = mem.model(input_ids=torch.tensor([p + ids])).logits[0].log_softmax(-1)
                 assert value == pytest.approx(sum(float(lp[len(p) - 1 + j, t]) for j, t in enumerate(ids)), abs=1e-3)

@@ -41,13 +41,14 @@ _LAZY = {
     "TrainConfig": "config",
     "WriteReport": "types",
     "build_reader": "readers",
-    "calibrate": "capacity",
+    "calibrate": "calibration",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])
 
 if TYPE_CHECKING:
-    from .capacity import CapacityModel, calibrate
+    from .calibration import calibrate
+    from .capacity import CapacityModel
     from .config import LoraSpec, ModelConfig, PlanConfig, ReadConfig, SynthConfig, TrainConfig
     from .memory import KnowledgeMemory
     from .readers import build_reader

@@ -1,7 +1,7 @@
 """How much knowledge a LoRA module holds: a capacity model per base model and rank, fitted from a sweep.
 
 The paper's finding: every rank saturates at a finite knowledge size, absolute capacity grows with rank, and
-knowledge per trainable parameter peaks at low rank. ``calibrate`` measures it on a PhoneBook sweep with the
+knowledge per trainable parameter peaks at low rank. ``loramem.calibration.calibrate`` measures it on a PhoneBook sweep with the
 same write loop users run (knowledge tokens = answer tokens of the training data, what ``ls`` reports), and
 ``CapacityModel`` answers two questions for the planner: how many knowledge tokens does a rank-r module hold
 at the target recall, and which rank stores the most per parameter.
@@ -15,16 +15,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from .config import LoraSpec, SynthConfig, TrainConfig
-
-if TYPE_CHECKING:
-    from .memory import KnowledgeMemory
+from typing import Any
 
 SHIPPED = Path(__file__).parent / "data" / "capacity"
 DEFAULT_RANKS = (2, 4, 8, 16, 32, 64)
@@ -159,68 +152,12 @@ class CapacityModel:
                 return cm
         return cls.shipped(base_model)
 
-
-def calibrate(
-    memory: KnowledgeMemory,
-    *,
-    ranks: Sequence[int] = DEFAULT_RANKS,
-    sizes: Sequence[int] = DEFAULT_SIZES,
-    train: TrainConfig | None = None,
-    lora: LoraSpec | None = None,
-    threshold: float = 0.9,
-    seed: int = 0,
-    on_point: Callable[[dict[str, Any]], None] | None = None,
-    order: str = "size",
-    checkpoint: str | os.PathLike[str] | None = None,
-    command: str = "",
-) -> CapacityModel:
-    """Write PhoneBooks of each size at each rank (fresh modules, same write loop as users) and record recall.
-
-    ``train`` should carry the step budget that writes will use: capacity is what a module holds within it.
-    Each point's module is dropped after measuring, so the store is left as it was.
-    """
-    from .phonebook import phonebook
-
-    if not ranks or not sizes:
-        raise ValueError(f"expected at least one rank and one size, got ranks={ranks}, sizes={sizes}")
-    tcfg = train or memory.train_config
-    base_spec = lora or memory.lora
-    synth = SynthConfig(formats=("qa",), qa_paraphrases=1)
-    if order not in ("size", "rank"):
-        raise ValueError(f"order: expected 'size' or 'rank', got {order!r}")
-    grid = [(r, n) for n in sizes for r in ranks] if order == "size" else [(r, n) for r in ranks for n in sizes]
-    points: list[dict[str, Any]] = []
-    if checkpoint is not None and Path(checkpoint).exists():
-        # Resume an interrupted sweep: points measured with the same training budget are kept.
-        previous = CapacityModel.load(checkpoint)
-        if previous.train == tcfg.to_dict() and previous.base_fingerprint == memory.fingerprint:
-            points = [p for p in previous.points if (p["r"], p["entries"]) in set(grid)]
-    done = {(p["r"], p["entries"]) for p in points}
-
-    def model() -> CapacityModel:
-        return CapacityModel(base_model=memory.model_config.name, base_fingerprint=memory.fingerprint,
-                             threshold=threshold, points=list(points), train=tcfg.to_dict(), command=command)
-
-    for r, n in grid:
-        if (r, n) in done:
-            continue
-        spec = LoraSpec.from_dict({**base_spec.to_dict(), "r": int(r)})
-        namespace = f"_calibrate-r{r}-n{n}"
-        if namespace in memory.namespaces():
-            memory.forget_namespace(namespace)
-        t0 = time.perf_counter()
-        report = memory.write(phonebook(n, seed=seed), namespace=namespace, lora=spec, train=tcfg, synth=synth,
-                              split=False)
-        point = {
-            "r": int(r), "entries": int(n), "knowledge_tokens": report.knowledge_tokens,
-            "trainable_params": report.trainable_params, "recall": round(report.recall, 4),
-            "steps": report.steps, "tokens_trained": report.tokens_trained,
-            "reached_target": report.reached_target, "seconds": round(time.perf_counter() - t0, 2),
-        }
-        points.append(point)
-        memory.forget_namespace(namespace)
-        if on_point is not None:
-            on_point(point)
-        if checkpoint is not None:
-            model().save(checkpoint)  # an interrupted sweep keeps what it measured
-    return model()
+    @classmethod
+    def find(cls, root: str | os.PathLike[str], base_model: str, fingerprint: str) -> CapacityModel | None:
+        """The model the planner uses: ``<root>/capacity.json`` if calibrated for this base model (by
+        fingerprint), else the one shipped for ``base_model``, else None."""
+        local = Path(root) / "capacity.json"
+        candidates = [cls.load(local)] if local.exists() else []
+        shipped = cls.shipped(base_model)
+        candidates += [shipped] if shipped is not None else []
+        return next((cm for cm in candidates if cm.base_fingerprint in (None, fingerprint)), None)

@@ -131,7 +131,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .capacity import calibrate
+    from .calibration import calibrate
     from .config import TrainConfig
 
     mem = _open(args)

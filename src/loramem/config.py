@@ -220,3 +220,17 @@ class PlanConfig(_Config):
     def __post_init__(self) -> None:
         _expect(0.0 < self.fill <= 1.0, "fill", "a float in (0, 1]", self.fill)
         _expect(self.group_by in ("topic", "arrival"), "group_by", "'topic' or 'arrival'", self.group_by)
+
+
+@dataclass
+class Settings:
+    """The configs one memory works with (``KnowledgeMemory``'s ``lora``, ``train_config``, ... attributes).
+
+    Mutable on purpose: assigning ``mem.read_config = ReadConfig(...)`` changes what the next call uses, in
+    every room that reads it."""
+
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    read: ReadConfig = field(default_factory=ReadConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)

@@ -17,18 +17,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .config import LoraSpec
+from .capacity import CapacityModel
+from .config import LoraSpec, PlanConfig
+from .store import ModuleInfo, ModuleStore
 from .text import item_key
 from .types import Example, Item
-
-if TYPE_CHECKING:
-    from .capacity import CapacityModel
-    from .memory import KnowledgeMemory
-    from .store import ModuleInfo
 
 
 @dataclass
@@ -75,26 +72,31 @@ def item_tokens(examples: Sequence[Example], prompt: Any) -> dict[str, int]:
 
 
 def plan_write(
-    memory: KnowledgeMemory,
+    store: ModuleStore,
+    prompt: Any,
     namespace: str,
     current: list[ModuleInfo],
     new: list[Item],
     new_examples: list[Example],
-    lora: LoraSpec | None,
+    spec: LoraSpec,
+    cfg: PlanConfig,
     capacity: CapacityModel | None,
+    *,
+    rank_given: bool = False,
 ) -> list[Assignment]:
+    """Assignments of the ``new`` items (with their synthesized ``new_examples``) to the namespace's ``current``
+    modules or new ones. ``spec``: the LoRA spec of new modules; ``rank_given``: the caller chose its rank, so
+    the capacity model only decides the split. ``prompt`` renders examples to count knowledge tokens."""
     if not new:
         return []
-    spec = lora or memory.lora
     if capacity is None:
         target = current[0] if current else None
-        why = "one module per namespace (no capacity model)" if memory.plan_config.split else "split off"
+        why = "one module per namespace (no capacity model)" if cfg.split else "split off"
         return [Assignment(target, target.module_id if target else None, spec, new, why)]
 
-    cfg = memory.plan_config
-    tokens = item_tokens(new_examples, memory._prompt)
+    tokens = item_tokens(new_examples, prompt)
     total = sum(tokens.get(it.id, 0) for it in new)
-    fixed_rank = lora is not None or not cfg.auto_rank
+    fixed_rank = rank_given or not cfg.auto_rank
     try:
         rank, _ = (spec.r, 0) if fixed_rank else capacity.plan(total, cfg.fill)
     except ValueError as exc:  # a capacity model that held nothing cannot plan: one module, and say why
@@ -142,7 +144,7 @@ def plan_write(
 
     centroids: dict[str, np.ndarray] = {}
     for m in current if embedder is not None else []:
-        held = memory.store.items(namespace, memory.store.module_items(m.module_id, m.version))
+        held = store.items(namespace, store.module_items(m.module_id, m.version))
         if held and embedder is not None:
             c = embedder.encode([item_key(it) for it in held]).mean(axis=0)
             centroids[m.module_id] = c / (np.linalg.norm(c) or 1.0)

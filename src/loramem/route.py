@@ -17,16 +17,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from .config import ReadConfig
 from .index import VectorIndex
+from .store import ModuleInfo, ModuleStore
 from .text import item_keys
-
-if TYPE_CHECKING:
-    from .memory import KnowledgeMemory
-    from .store import ModuleInfo
 
 Route = list[tuple[str, float]]  # (module id, score), best first; empty: no module
 
@@ -44,19 +42,41 @@ def register_router(name: str, factory: Callable[..., Router]) -> None:
     ROUTERS[name] = factory
 
 
-def get_router(name: str, memory: KnowledgeMemory, **options: Any) -> Router:
+def get_router(name: str, store: ModuleStore, **options: Any) -> Router:
+    """``ROUTERS[name](store, **options)``; an unknown name raises an error listing the known ones."""
     if name not in ROUTERS:
         raise KeyError(f"unknown router {name!r}; known routers: {', '.join(sorted(ROUTERS))}")
-    return ROUTERS[name](memory, **options)
+    return ROUTERS[name](store, **options)
+
+
+def _cache_dir(store: ModuleStore) -> Path:
+    return Path(store.root) / "router"
+
+
+def _cache_name(info: ModuleInfo) -> str:
+    # Keyed on the weights' sha256 too: a module id re-created after a drop restarts at v1.
+    return f"{info.module_id}__v{info.version}__{info.sha256[:12]}.npy"
+
+
+def gc_cache(store: ModuleStore) -> list[Path]:
+    """Delete the embedding router's cached keys of module versions that are no longer active."""
+    active = {_cache_name(i) for i in store.modules()}
+    folder = _cache_dir(store)
+    removed = []
+    for f in folder.glob("*.npy") if folder.exists() else []:
+        if f.name not in active:
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
 
 
 class EmbeddingRouter:
     name = "embedding"
 
-    def __init__(self, memory: KnowledgeMemory, top_k: int = 1, threshold: float = 0.3) -> None:
+    def __init__(self, store: ModuleStore, top_k: int = 1, threshold: float = 0.3) -> None:
         if top_k < 1:
             raise ValueError(f"top_k: expected an int >= 1, got {top_k}")
-        self.memory = memory
+        self.store = store
         self.top_k = top_k
         self.threshold = threshold
         self.search_keys = 64  # nearest keys looked at per question; a module's score is its best among them
@@ -64,8 +84,7 @@ class EmbeddingRouter:
         self._index: tuple[tuple[tuple[str, int, str], ...], VectorIndex] | None = None
 
     def _cache_path(self, info: ModuleInfo) -> Path:
-        # Keyed on the weights' sha256 too: a module id re-created after a drop restarts at v1.
-        return Path(self.memory.store.root) / "router" / f"{info.module_id}__v{info.version}__{info.sha256[:12]}.npy"
+        return _cache_dir(self.store) / _cache_name(info)
 
     def keys(self, info: ModuleInfo) -> np.ndarray:
         """Unit vectors of a module version's keys (embedded once, then read from the cache)."""
@@ -82,7 +101,7 @@ class EmbeddingRouter:
         if vecs is None:
             from .embed import Embedder
 
-            items = self.memory.store.items(info.namespace, self.memory.store.module_items(info.module_id, info.version))
+            items = self.store.items(info.namespace, self.store.module_items(info.module_id, info.version))
             texts = [k for it in items for k in item_keys(it)] or [info.module_id]
             vecs = Embedder.shared().encode(texts)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +157,7 @@ class OracleRouter:
 
     name = "oracle"
 
-    def __init__(self, memory: KnowledgeMemory | None = None, answers: Mapping[str, str | Sequence[str]] | None = None) -> None:
+    def __init__(self, store: ModuleStore | None = None, answers: Mapping[str, str | Sequence[str]] | None = None) -> None:
         self.answers = dict(answers or {})
 
     def route(self, questions: Sequence[str], modules: Sequence[ModuleInfo]) -> list[Route]:
@@ -155,11 +174,39 @@ class OracleRouter:
 class AllRouter:
     name = "all"
 
-    def __init__(self, memory: KnowledgeMemory | None = None) -> None:
+    def __init__(self, store: ModuleStore | None = None) -> None:
         pass
 
     def route(self, questions: Sequence[str], modules: Sequence[ModuleInfo]) -> list[Route]:
         return [[(m.module_id, 1.0) for m in modules] for _ in questions]
+
+
+class Routers:
+    """The routers of one store, each made once per (name, top_k, threshold): they keep cached keys and indexes."""
+
+    def __init__(self, store: ModuleStore, read: Callable[[], ReadConfig]) -> None:
+        self.store = store
+        self._read = read
+        self._made: dict[tuple[str, int, float], Router] = {}
+
+    def get(self, name: str | None = None, top_k: int | None = None, threshold: float | None = None) -> Router:
+        """The router ``name`` (default ``ReadConfig.route``) with its options (defaults from ``ReadConfig``)."""
+        cfg = self._read()
+        key = (name or cfg.route, top_k or cfg.top_k, cfg.threshold if threshold is None else threshold)
+        if key not in self._made:
+            opts = {"top_k": key[1], "threshold": key[2]} if key[0] == "embedding" else {}
+            self._made[key] = get_router(key[0], self.store, **opts)
+        return self._made[key]
+
+    def forget(self, module_id: str) -> None:
+        """A module got a new version or was dropped: its cached keys (and indexes holding them) are stale."""
+        for router in self._made.values():
+            forget = getattr(router, "forget", None)
+            if forget is not None:
+                forget(module_id)
+
+    def gc(self) -> list[Path]:
+        return gc_cache(self.store)
 
 
 register_router("embedding", EmbeddingRouter)

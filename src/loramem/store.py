@@ -248,6 +248,14 @@ class ModuleStore:
         wanted = None if item_ids is None else set(item_ids)
         return [item_from_dict(json.loads(p)) for i, p in rows if wanted is None or i in wanted]
 
+    def item_namespaces(self, item_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Item id -> the namespaces that keep it (an item id is a content id: one item may sit in several)."""
+        out: dict[str, list[str]] = {i: [] for i in item_ids}
+        for item_id in out:
+            out[item_id] = [r[0] for r in self._query(
+                "SELECT namespace FROM items WHERE item_id=? ORDER BY namespace", (item_id,))]
+        return out
+
     def module_items(self, module_id: str, version: int) -> list[str]:
         rows = self._query(
             "SELECT item_id FROM version_items WHERE module_id=? AND version=? ORDER BY item_id", (module_id, version)

@@ -122,6 +122,24 @@ def item_from_dict(data: Any) -> Item:
     )
 
 
+def as_items(items: Any) -> list[Item]:
+    """A Fact, a Document or an iterable of them as a non-empty list; anything else is a TypeError."""
+    if isinstance(items, (Fact, Document)):
+        return [items]
+    if isinstance(items, (str, bytes)):
+        raise TypeError("items: expected Fact/Document objects, got a string; wrap text in Document(text=...)")
+    try:
+        out = list(items)
+    except TypeError:
+        raise TypeError(f"items: expected a Fact, a Document or a list of them, got {type(items).__name__}") from None
+    if not out:
+        raise ValueError("items: expected at least one Fact or Document, got an empty list")
+    for i, it in enumerate(out):
+        if not isinstance(it, (Fact, Document)):
+            raise TypeError(f"items[{i}]: expected Fact or Document, got {type(it).__name__}: {it!r:.60}")
+    return out
+
+
 @dataclass(frozen=True)
 class Example:
     """One training example. ``prompt`` None means plain text trained with loss on every token."""

@@ -25,7 +25,7 @@ def test_construction_is_cheap(tmp_path: Path) -> None:
     llm = LoRAMemoryLLM(store_path=str(store), model_name="smollm2-135m")
     assert llm.class_name() == "LoRAMemoryLLM"
     assert not store.exists()  # nothing opened
-    assert llm.memory._base is None  # opening the store does not load the model
+    assert not llm.memory.loaded  # opening the store does not load the model
 
 
 def test_invalid_namespace_is_rejected(store: str) -> None:

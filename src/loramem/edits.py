@@ -1,0 +1,237 @@
+"""Edits: delete and change single items, rebuilding only the modules that hold them, and prove it.
+
+``forget`` and ``update`` find the modules holding the removed items, rebuild each from fresh weights
+(training from the old version would carry a removed item over) from the items it keeps plus any new value,
+commit new versions, and with ``verify`` measure the result on the new versions: the removed items' recall
+next to the bare model's, the kept items' recall and the new values' recall. An item id is a content id the
+store knows, so its namespace is found when none is given. Layer 4: over the runtime and ``writing``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .adapters import BASE
+from .config import LoraSpec, SynthConfig
+from .plan import Assignment
+from .runtime import Runtime
+from .store import ModuleInfo, check_namespace
+from .types import Document, Example, Fact, Item, WriteReport, as_items
+from .writing import combine_reports, noop_report, plan, write_module
+
+Added = tuple[Item, list[Example], set[str]]  # (new item, its examples, the ids of the items it replaces)
+
+
+def namespace_of(rt: Runtime, item_ids: Sequence[str], namespace: str | None) -> str:
+    """The namespace that keeps these items: ``namespace`` if given, else the one the store finds them in.
+
+    Raises KeyError for ids no namespace keeps, ValueError when an id sits in several namespaces (listing
+    them) or the ids are spread over several."""
+    if namespace is not None:
+        return check_namespace(namespace)
+    found = rt.store.item_namespaces(item_ids)
+    unknown = [i for i, ns in found.items() if not ns]
+    if unknown:
+        raise KeyError(f"no namespace of this store holds item(s) {unknown[:5]}")
+    several = {i: ns for i, ns in found.items() if len(ns) > 1}
+    if several:
+        first = next(iter(several))
+        raise ValueError(f"item {first} sits in namespaces {several[first]}: pass namespace= to say which"
+                         + (f" ({len(several) - 1} more item(s) like it)" if len(several) > 1 else ""))
+    spaces = sorted({ns[0] for ns in found.values()})
+    if len(spaces) > 1:
+        raise ValueError(f"the items are in different namespaces {spaces}: edit one namespace at a time "
+                         "(pass namespace=)")
+    return spaces[0]
+
+
+def forget(rt: Runtime, item_ids: str | Sequence[str], namespace: str | None, verify: bool) -> WriteReport | None:
+    """``KnowledgeMemory.forget``: see its docstring."""
+    ids = [item_ids] if isinstance(item_ids, str) else list(item_ids)
+    if not ids:
+        raise ValueError("item_ids: expected at least one item id, got none")
+    with rt.store.write_lock():
+        if len(ids) == 1 and ids[0] in rt.store.namespaces() and not rt.store.item_namespaces(ids)[ids[0]]:
+            raise KeyError(f"{ids[0]!r} is a namespace, not an item id: forget_namespace({ids[0]!r}) drops "
+                           "a namespace (forget(namespace) did in loramem 0.1)")
+        namespace = namespace_of(rt, ids, namespace)
+        known = {it.id for it in rt.store.items(namespace)}
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise KeyError(f"namespace {namespace!r} holds no item(s) {unknown[:5]}")
+        return _replace(rt, namespace, set(ids), [], verify)
+
+
+def update(
+    rt: Runtime,
+    items: Fact | Document | Iterable[Fact | Document],
+    namespace: str | None,
+    replaces: str | Sequence[str] | None,
+    verify: bool,
+    synth: SynthConfig | None,
+) -> WriteReport:
+    """``KnowledgeMemory.update``: see its docstring."""
+    new_items = as_items(items)
+    if replaces is not None and len(new_items) != 1:
+        raise ValueError(f"replaces: only with a single item, got {len(new_items)} items")
+    store = rt.store
+    with store.write_lock():
+        if namespace is None:
+            namespace = _namespace_for_update(rt, new_items, replaces)
+        check_namespace(namespace)
+        held = store.items(namespace)
+        pairs: list[tuple[Item, set[str]]] = []
+        for item in new_items:
+            if replaces is not None:
+                old_ids = {replaces} if isinstance(replaces, str) else set(replaces)
+                unknown = old_ids - {it.id for it in held}
+                if unknown:
+                    raise KeyError(f"namespace {namespace!r} holds no item(s) {sorted(unknown)[:5]}")
+            else:
+                old_ids = {it.id for it in held if same_key(it, item)}
+                if not old_ids:
+                    raise KeyError(f"namespace {namespace!r} holds no item with the key of {key_text(item)}; "
+                                   "use write() to add it, or pass replaces=<item id>")
+            old_ids.discard(item.id)  # already this value: nothing to replace
+            if old_ids:
+                pairs.append((item, old_ids))
+        if not pairs:
+            info = next(iter(store.modules(namespace)), None)
+            if info is None:
+                raise KeyError(f"namespace {namespace!r} has no module")
+            return noop_report(info, namespace, 0.0)
+        from .synth import synthesize
+
+        scfg = synth or rt.settings.synth
+        added = [(item, synthesize([item], scfg), old) for item, old in pairs]
+        removed = set().union(*(old for _, old in pairs))
+        report = _replace(rt, namespace, removed, added, verify)
+        assert report is not None  # the new values need a module
+        return report
+
+
+def _namespace_for_update(rt: Runtime, items: list[Item], replaces: str | Sequence[str] | None) -> str:
+    """The one namespace holding what ``items`` replace (the ids in ``replaces``, else the same keys)."""
+    if replaces is not None:
+        return namespace_of(rt, [replaces] if isinstance(replaces, str) else list(replaces), None)
+    spaces: set[str] = set()
+    for item in items:
+        holders = [ns for ns in rt.store.namespaces() if any(same_key(it, item) for it in rt.store.items(ns))]
+        if not holders:
+            raise KeyError(f"no namespace holds an item with the key of {key_text(item)}; use write() to add it, "
+                           "or pass replaces=<item id>")
+        if len(holders) > 1:
+            raise ValueError(f"items with the key of {key_text(item)} sit in namespaces {holders}: pass namespace=")
+        spaces.add(holders[0])
+    if len(spaces) > 1:
+        raise ValueError(f"the items replace items of different namespaces {sorted(spaces)}: update one namespace "
+                         "at a time (pass namespace=)")
+    return spaces.pop()
+
+
+def _replace(rt: Runtime, namespace: str, removed: set[str], added: list[Added], verify: bool) -> WriteReport | None:
+    """Rebuild every module holding a removed item without it; an added item goes where its old one was."""
+    t_start = time.perf_counter()
+    store = rt.store
+    infos = [m for m in store.modules(namespace) if removed & set(store.module_items(m.module_id, m.version))]
+    for info in infos:
+        rt.pool.check_base(info)
+    removed_examples = store.examples(namespace, sorted(removed))
+    reports: list[WriteReport] = []
+    holders = {m.module_id: set(store.module_items(m.module_id, m.version)) for m in infos}
+    placed: set[str] = set()
+    for info in infos:
+        keep = [i for i in holders[info.module_id] if i not in removed]
+        extra = [a for a in added if a[0].id not in placed and a[2] & holders[info.module_id]]
+        placed |= {a[0].id for a in extra}
+        if not keep and not extra:
+            store.drop_module(info.module_id)
+            rt.pool.unload(info.module_id)
+            rt.routers.forget(info.module_id)
+            continue
+        reports.append(_rebuild(rt, info, namespace, keep, sorted(removed), extra))
+    homeless = [a for a in added if a[0].id not in placed]
+    if homeless:  # the old item was kept but in no module (its module was dropped): the planner places it
+        new_items = [it for it, _, _ in homeless]
+        new_examples = [e for _, ex, _ in homeless for e in ex]
+        for a in plan(rt, namespace, store.modules(namespace), new_items, new_examples, None, None):
+            mine = {i.id for i in a.items}
+            reports.append(write_module(rt, namespace, a, [e for e in new_examples if e.item_id in mine],
+                                        rt.settings.train, rt.settings.synth))
+    store.remove_items(namespace, sorted(removed))
+    if not reports:
+        return None
+    report = combine_reports(reports, 0.0, 0.0, time.perf_counter() - t_start)
+    if verify:
+        report.details["verify"] = _verify(rt, reports, removed_examples, added)
+    return report
+
+
+def _rebuild(rt: Runtime, info: ModuleInfo, namespace: str, keep: list[str], removed: list[str],
+             added: list[Added]) -> WriteReport:
+    spec = LoraSpec.from_dict(info.lora_spec)
+    a = Assignment(info, info.module_id, spec, [it for it, _, _ in added], f"rebuild without {len(removed)} item(s)")
+    new_examples = [e for _, ex, _ in added for e in ex]
+    # Fresh weights: training from the old version would carry the removed items over.
+    return write_module(rt, namespace, a, new_examples, rt.settings.train, rt.settings.synth,
+                        fresh=True, keep=keep, removed=removed)
+
+
+def _verify(rt: Runtime, reports: list[WriteReport], removed_examples: list[Example],
+            added: list[Added]) -> dict[str, Any]:
+    """Measure, not assume: recall (teacher-forced exact match, = greedy) of removed and added items on the
+    rebuilt modules, next to the bare model's recall of the same probes."""
+    from .train import encode_all, exact_recall
+
+    tcfg = rt.settings.train
+    pad = rt.prompt.tokenizer.pad_token_id
+    pad = pad if pad is not None else 0
+
+    def recall(examples: list[Example], adapter: str | None) -> float | None:
+        probes = [e for e in examples if e.probe]
+        if not probes:
+            return None
+        enc = encode_all(probes, rt.prompt, tcfg.seq_len)
+        with rt.pool.activate([adapter or BASE]):
+            hits = exact_recall(rt.pool.model, enc, tcfg.seq_len, tcfg.batch_tokens, pad)
+        return sum(hits) / len(hits)
+
+    out: dict[str, Any] = {"modules": [r.module_id for r in reports], "kept_recall": min(r.recall for r in reports)}
+    pinned: set[str] = set()
+    adapters = []
+    for r in reports:  # pinned: a small cache budget must not evict one while the next loads
+        adapters.append(rt.pool.load(rt.store.module(r.module_id), pinned))
+        pinned.add(adapters[-1])
+    if removed_examples:
+        out["removed_recall"] = max(recall(removed_examples, a) or 0.0 for a in adapters)
+        out["removed_base_recall"] = recall(removed_examples, None)
+    if added:
+        holds = [(a, set(rt.store.module_items(r.module_id, r.version))) for a, r in zip(adapters, reports)]
+        out["added_recall"] = min((
+            recall([e for _, ex, _ in added for e in ex if e.item_id in held], a) or 0.0
+            for a, held in holds if any(it.id in held for it, _, _ in added)
+        ), default=0.0)
+    # No slack: the rebuilt modules recall no more of the removed items than the bare model does.
+    ok = out.get("removed_recall", 0.0) <= (out.get("removed_base_recall") or 0.0)
+    ok = ok and all(r.reached_target for r in reports)
+    if added:
+        ok = ok and (out["added_recall"] or 0.0) >= tcfg.target_recall
+    out["passed"] = bool(ok)
+    return out
+
+
+def same_key(old: Item, new: Item) -> bool:
+    """Whether ``new`` is a new value of ``old``: same fact slot, or same document title."""
+    if isinstance(old, Fact) and isinstance(new, Fact):
+        return (old.subject, old.relation, old.question) == (new.subject, new.relation, new.question)
+    if isinstance(old, Document) and isinstance(new, Document):
+        return new.title is not None and old.title == new.title
+    return False
+
+
+def key_text(item: Item) -> str:
+    if isinstance(item, Fact):
+        return f"subject {item.subject!r} and relation {item.relation!r}"
+    return f"title {item.title!r}" if item.title else "an untitled document (pass replaces=)"

@@ -1,0 +1,31 @@
+"""What the write, edit and query rooms share once the base model is loaded.
+
+``Runtime`` bundles the store, the adapter pool over the one base model, the prompt builder (the same for
+training and reading), the routers, the base model's identity and the memory's live ``Settings``. The facade
+builds it on first use and hands it to ``writing``, ``edits`` and ``querying``; none of them sees the facade.
+Layer 3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .adapters import AdapterPool
+from .capacity import CapacityModel
+from .config import Settings
+from .prompts import PromptFormat
+from .route import Routers
+from .store import ModuleStore
+
+
+@dataclass
+class Runtime:
+    store: ModuleStore
+    pool: AdapterPool
+    prompt: PromptFormat
+    routers: Routers
+    settings: Settings
+    model_name: str  # as the user named it (an alias, a folder or a hub id)
+    fingerprint: str  # of the base weights: modules are refused on any other base
+    capacity: Callable[[], CapacityModel | None]  # the planner's capacity model (looked up lazily)

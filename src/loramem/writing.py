@@ -1,0 +1,280 @@
+"""Writing: items in, a new module version out (synthesize, plan, train, commit).
+
+    write(rt, items, namespace)
+      -> synthesize training examples for the items not held yet
+      -> plan: which module(s) receive them (``loramem.plan``)
+      -> per module: train a new version (from the previous version's weights, replaying what it holds),
+         then commit it atomically with its manifest row (``ModuleStore.commit_version``)
+
+``write_module`` is also how edits rebuild a module (from fresh weights, without the removed items).
+Layer 4: over the runtime (store, adapter pool, prompt builder), never the facade.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from .config import LoraSpec, SynthConfig, TrainConfig
+from .plan import Assignment
+from .runtime import Runtime
+from .store import ModuleInfo, check_namespace
+from .types import Document, Example, Fact, Item, WriteReport, as_items
+
+
+def write(
+    rt: Runtime,
+    items: Fact | Document | Iterable[Fact | Document],
+    namespace: str,
+    *,
+    module: str | None = None,
+    split: bool | None = None,
+    lora: LoraSpec | None = None,
+    train: TrainConfig | None = None,
+    synth: SynthConfig | None = None,
+    llm: Any | None = None,
+) -> WriteReport:
+    """``KnowledgeMemory.write``: see its docstring."""
+    new_items = as_items(items)
+    check_namespace(namespace)
+    if module is not None:
+        check_namespace(module)
+    tcfg = train or rt.settings.train
+    scfg = synth or rt.settings.synth
+    store = rt.store
+    t_start = time.perf_counter()
+    with store.write_lock():
+        lock_wait = time.perf_counter() - t_start
+        current = store.modules(namespace)
+        for info in current:
+            rt.pool.check_base(info)
+        held = {i: m.module_id for m in current for i in store.module_items(m.module_id, m.version)}
+        new = [it for it in dedupe(new_items) if it.id not in held]
+        if module is not None:
+            mine = [m for m in current if m.module_id == module]
+            if not mine and any(m.module_id == module for m in store.modules()):
+                raise ValueError(f"module {module!r} belongs to another namespace than {namespace!r}")
+            new = [it for it in new if held.get(it.id) != module]
+        if not new:
+            target = [m for m in current if module is None or m.module_id == module]
+            if target:
+                return noop_report(target[0], namespace, time.perf_counter() - t_start)
+            others = sorted({held[it.id] for it in new_items if it.id in held})
+            raise ValueError(f"every item is already held by module(s) {others} of namespace {namespace!r}; "
+                             f"forget() them there first to move them to module {module!r}")
+
+        from .synth import synthesize
+
+        t0 = time.perf_counter()
+        new_examples = synthesize(new, scfg, llm=llm)
+        synth_s = time.perf_counter() - t0
+        if module is not None:
+            dest = next((m for m in current if m.module_id == module), None)
+            assignments = [Assignment(dest, module, lora or rt.settings.lora, new, f"module={module} given")]
+        else:
+            assignments = plan(rt, namespace, current, new, new_examples, lora, split)
+        reports = []
+        for a in assignments:
+            ids = {it.id for it in a.items}
+            reports.append(write_module(rt, namespace, a, [e for e in new_examples if e.item_id in ids], tcfg, scfg))
+    return combine_reports(reports, lock_wait, synth_s, time.perf_counter() - t_start)
+
+
+def plan(
+    rt: Runtime,
+    namespace: str,
+    current: list[ModuleInfo],
+    new: list[Item],
+    new_examples: list[Example],
+    lora: LoraSpec | None,
+    split: bool | None,
+) -> list[Assignment]:
+    """Which module each new item goes to (see ``loramem.plan``); ``split`` None follows ``PlanConfig.split``."""
+    from .plan import plan_write
+
+    cfg = rt.settings.plan
+    capacity = rt.capacity() if (cfg.split if split is None else split) else None
+    return plan_write(rt.store, rt.prompt, namespace, current, new, new_examples, lora or rt.settings.lora, cfg,
+                      capacity, rank_given=lora is not None)
+
+
+def write_module(
+    rt: Runtime, namespace: str, a: Assignment, new_examples: list[Example], tcfg: TrainConfig, scfg: SynthConfig,
+    *, fresh: bool = False, keep: list[str] | None = None, removed: list[str] | None = None,
+) -> WriteReport:
+    """Train and commit one module version holding its previous items (or ``keep``) plus ``a.items``.
+
+    ``fresh``: start from new adapter weights instead of the previous version's (rebuilds after a delete).
+    """
+    from .train import count_knowledge_tokens
+
+    t_start = time.perf_counter()
+    info = a.info
+    spec = a.spec
+    store = rt.store
+    held = set(keep) if keep is not None else set(store.module_items(info.module_id, info.version)) if info else set()
+    examples = store.examples(namespace, sorted(held)) + new_examples  # replay everything the module holds
+    module_id = a.module_id or store.new_module_id(namespace)
+    if info is not None and info.lora_spec != spec.to_dict():
+        spec = LoraSpec.from_dict(info.lora_spec)  # a module keeps the spec it was created with
+    warm = info is not None and spec.init != "pissa" and not fresh
+    prev_state = store.load_adapter(info)[1] if warm and info is not None else None
+    t0 = time.perf_counter()
+    state, peft_cfg, result, trainable = train_adapter(rt, module_id, spec, tcfg, examples, prev_state)
+    train_wall = time.perf_counter() - t0
+
+    knowledge = count_knowledge_tokens(examples, rt.prompt)
+    report_fields = {
+        "steps": result.steps,
+        "epochs": round(result.epochs, 3),
+        "tokens_trained": result.tokens_trained,
+        "train_seconds": round(result.train_seconds, 3),
+        "eval_seconds": round(result.eval_seconds, 3),
+        "padding_fraction": round(result.padding_fraction, 4),
+        "reached_target": result.reached_target,
+        "target_recall": tcfg.target_recall,
+        "train_config": tcfg.to_dict(),
+        "synth_config": scfg.to_dict(),
+        "plan": a.reason,
+        **({"removed": removed} if removed else {}),
+    }
+    t0 = time.perf_counter()
+    version = store.commit_version(
+        module_id=module_id,
+        namespace=namespace,
+        adapter_config=peft_cfg,
+        state=state,
+        base_model=rt.model_name,
+        base_fingerprint=rt.fingerprint,
+        lora_spec=spec.to_dict(),
+        trainable_params=trainable,
+        knowledge_tokens=knowledge,
+        recall=result.recall,
+        report=report_fields,
+        new_items=a.items,
+        new_examples=new_examples,
+        held_item_ids=sorted(held | {it.id for it in a.items}),
+    )
+    save_s = time.perf_counter() - t0
+    rt.routers.forget(module_id)
+    return WriteReport(
+        namespace=namespace,
+        module_id=module_id,
+        version=version,
+        items_written=len(a.items),
+        items_total=len(held) + len(a.items),
+        examples=len([e for e in examples if e.format != "probe"]),
+        steps=result.steps,
+        epochs=result.epochs,
+        tokens_trained=result.tokens_trained,
+        knowledge_tokens=knowledge,
+        recall=result.recall,
+        reached_target=result.reached_target,
+        seconds=time.perf_counter() - t_start,
+        tokens_per_second=result.tokens_per_second,
+        trainable_params=trainable,
+        timings={"train": result.train_seconds, "recall_checks": result.eval_seconds, "train_wall": train_wall,
+                 "save": save_s},
+    )
+
+
+def train_adapter(
+    rt: Runtime,
+    module_id: str,
+    spec: LoraSpec,
+    tcfg: TrainConfig,
+    examples: list[Example],
+    prev_state: dict[str, Any] | None,
+) -> tuple[dict[str, Any], Any, Any, int]:
+    """Train a fresh adapter in the pool (from ``prev_state`` when given) and take it out again.
+
+    Returns (state dict, peft config to save, ``TrainResult``, trainable parameters). A PiSSA adapter is
+    stored as plain LoRA of rank 2r with the base weights put back, so engines load it unchanged.
+    """
+    import torch
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    from .adapters import adapter_stem
+    from .models import ALIASES
+    from .train import peft_config, pissa_to_lora, train
+
+    pool = rt.pool
+    name = f"{adapter_stem(module_id)}__training"
+    torch.manual_seed(tcfg.seed)
+    cfg = peft_config(pool.base, spec)
+    snapshot = pool.snapshot_linear() if spec.init == "pissa" else None
+    pool.add(name, cfg)
+    try:
+        if prev_state is not None:
+            set_peft_model_state_dict(pool.peft, prev_state, adapter_name=name)
+        initial = get_peft_model_state_dict(pool.peft, adapter_name=name) if snapshot is not None else None
+        initial = {k: v.clone() for k, v in initial.items()} if initial else None
+        pool.peft.set_adapter(name)
+        trainable = 0
+        for pname, p in pool.peft.named_parameters():
+            mine = f".{name}." in pname or pname.endswith(f".{name}")
+            p.requires_grad_(mine)
+            trainable += p.numel() if mine else 0
+        result = train(pool.peft, rt.prompt, examples, tcfg, adapter_name=name, desc=f"write {module_id}")
+        state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(pool.peft, adapter_name=name).items()}
+        saved_cfg = pool.peft.peft_config[name]
+        if snapshot is not None and initial is not None:
+            # PiSSA changed the base weights; put them back and store the adapter as plain LoRA (rank 2r).
+            pool.restore_linear(snapshot)
+            state = pissa_to_lora(state, initial)
+            scale = spec.lora_alpha / (spec.r**0.5 if spec.use_rslora else spec.r)
+            saved_cfg = peft_config(pool.base, spec)
+            saved_cfg.r = 2 * spec.r
+            saved_cfg.lora_alpha = scale * 2 * spec.r
+            saved_cfg.use_rslora = False
+            saved_cfg.init_lora_weights = True
+    except BaseException:
+        if snapshot is not None:
+            pool.restore_linear(snapshot)
+        pool.remove(name)
+        raise
+    pool.remove(name)
+    alias = ALIASES.get(rt.model_name)
+    saved_cfg.base_model_name_or_path = alias.hub_id if alias else rt.model_name
+    saved_cfg.inference_mode = True
+    return state, saved_cfg, result, trainable
+
+
+def dedupe(items: list[Item]) -> list[Item]:
+    seen: dict[str, Item] = {}
+    for it in items:
+        seen.setdefault(it.id, it)
+    return list(seen.values())
+
+
+def combine_reports(reports: list[WriteReport], lock_wait: float, synth_s: float, total: float) -> WriteReport:
+    """One report for a write that changed several modules (sums; the worst recall; each in ``parts``)."""
+    if len(reports) == 1:
+        r = reports[0]
+        r.seconds = total
+        r.timings = {"lock_wait": lock_wait, "synthesize": synth_s, **r.timings}
+        return r
+    train_s = sum(r.timings.get("train", 0.0) for r in reports)
+    tokens = sum(r.tokens_trained for r in reports)
+    first = reports[0]
+    return WriteReport(
+        namespace=first.namespace, module_id=first.module_id, version=first.version,
+        items_written=sum(r.items_written for r in reports), items_total=sum(r.items_total for r in reports),
+        examples=sum(r.examples for r in reports), steps=sum(r.steps for r in reports),
+        epochs=max(r.epochs for r in reports), tokens_trained=tokens,
+        knowledge_tokens=sum(r.knowledge_tokens for r in reports), recall=min(r.recall for r in reports),
+        reached_target=all(r.reached_target for r in reports), seconds=total,
+        tokens_per_second=tokens / train_s if train_s else 0.0,
+        trainable_params=sum(r.trainable_params for r in reports),
+        timings={"lock_wait": lock_wait, "synthesize": synth_s, "train": train_s}, parts=reports,
+    )
+
+
+def noop_report(info: ModuleInfo, namespace: str, seconds: float) -> WriteReport:
+    """The report of a write that had nothing new to train."""
+    return WriteReport(
+        namespace=namespace, module_id=info.module_id, version=info.version, items_written=0, items_total=info.items,
+        examples=0, steps=0, epochs=0.0, tokens_trained=0, knowledge_tokens=info.knowledge_tokens, recall=info.recall,
+        reached_target=True, seconds=seconds, tokens_per_second=0.0, trainable_params=info.trainable_params,
+    )
