@@ -13,11 +13,12 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .adapters import BASE
+from .adapters import BASE, AdapterPool
 from .config import LoraSpec, SynthConfig
 from .plan import Assignment
+from .route import Routers
 from .runtime import Runtime
-from .store import ModuleInfo, check_namespace
+from .store import ModuleInfo, ModuleStore, check_namespace
 from .types import Document, Example, Fact, Item, WriteReport, as_items
 from .writing import combine_reports, noop_report, plan, write_module
 
@@ -148,8 +149,7 @@ def _replace(rt: Runtime, namespace: str, removed: set[str], added: list[Added],
         placed |= {a[0].id for a in extra}
         if not keep and not extra:
             store.drop_module(info.module_id)
-            rt.pool.unload(info.module_id)
-            rt.routers.forget(info.module_id)
+            _unload(rt.pool, rt.routers, info.module_id)
             continue
         reports.append(_rebuild(rt, info, namespace, keep, sorted(removed), extra))
     homeless = [a for a in added if a[0].id not in placed]
@@ -220,6 +220,31 @@ def _verify(rt: Runtime, reports: list[WriteReport], removed_examples: list[Exam
         ok = ok and (out["added_recall"] or 0.0) >= tcfg.target_recall
     out["passed"] = bool(ok)
     return out
+
+
+def forget_namespace(store: ModuleStore, pool: AdapterPool | None, routers: Routers, namespace: str) -> list[str]:
+    """Drop a namespace: its modules and the items kept for it (no model needed). Returns the dropped ids."""
+    check_namespace(namespace)
+    if namespace not in store.namespaces():
+        raise KeyError(f"namespace {namespace!r} holds nothing; namespaces: {', '.join(store.namespaces()) or 'none'}")
+    with store.write_lock():
+        dropped = store.forget_namespace(namespace)
+    for module_id in dropped:
+        _unload(pool, routers, module_id)
+    return dropped
+
+
+def drop(store: ModuleStore, pool: AdapterPool | None, routers: Routers, module_id: str) -> None:
+    """Drop one module (its items stay kept and can be written again)."""
+    with store.write_lock():
+        store.drop_module(module_id)
+    _unload(pool, routers, module_id)
+
+
+def _unload(pool: AdapterPool | None, routers: Routers, module_id: str) -> None:
+    if pool is not None:
+        pool.unload(module_id)
+    routers.forget(module_id)
 
 
 def same_key(old: Item, new: Item) -> bool:

@@ -45,6 +45,11 @@ def _locked(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _setting(name: str, doc: str) -> Any:
+    """A facade attribute that reads and assigns one of the memory's ``Settings``."""
+    return property(lambda self: getattr(self.settings, name), lambda self, v: setattr(self.settings, name, v), doc=doc)
+
+
 class KnowledgeMemory:
     """Parametric memory over a Hugging Face causal LM. Use ``KnowledgeMemory.open(path)``."""
 
@@ -113,17 +118,8 @@ class KnowledgeMemory:
         if self._rt is None:
             with self._lock:
                 if self._rt is None:
-                    from . import models
-                    from .prompts import PromptFormat
-
-                    base, tok = models.prepare(*self._given) if self._given is not None else models.load(self.model_config)
-                    fingerprint = models.fingerprint(base)
-                    self._base_params = models.count_params(base)
-                    pool = AdapterPool(base, self.store, fingerprint=fingerprint, model_name=self.model_config.name,
-                                       read=lambda: self.settings.read)
-                    self._rt = Runtime(self.store, pool, PromptFormat(tok, self.model_config.system_prompt),
-                                       self._routers, self.settings, self.model_config.name, fingerprint,
-                                       lambda: self.capacity)
+                    self._rt = Runtime.load(self.store, self.model_config, self._given, self.settings, self._routers,
+                                            lambda: self.capacity)
         return self._rt
 
     @property
@@ -157,19 +153,13 @@ class KnowledgeMemory:
     @property
     def base_params(self) -> int:
         """Parameters of the base model (a LoRA training token costs about 4x this many FLOPs)."""
-        self.rt  # noqa: B018  # loads the model
-        return self._base_params
+        return self.rt.base_params
 
-    lora = property(lambda self: self.settings.lora, lambda self, v: setattr(self.settings, "lora", v),
-                    doc="The LoRA spec of new modules.")
-    train_config = property(lambda self: self.settings.train, lambda self, v: setattr(self.settings, "train", v),
-                            doc="How writes train (``TrainConfig``).")
-    synth_config = property(lambda self: self.settings.synth, lambda self, v: setattr(self.settings, "synth", v),
-                            doc="How writes synthesize training data (``SynthConfig``).")
-    read_config = property(lambda self: self.settings.read, lambda self, v: setattr(self.settings, "read", v),
-                           doc="How reads generate, route, merge and cache (``ReadConfig``).")
-    plan_config = property(lambda self: self.settings.plan, lambda self, v: setattr(self.settings, "plan", v),
-                           doc="How writes are split across modules (``PlanConfig``).")
+    lora = _setting("lora", "The LoRA spec of new modules.")
+    train_config = _setting("train", "How writes train (``TrainConfig``).")
+    synth_config = _setting("synth", "How writes synthesize training data (``SynthConfig``).")
+    read_config = _setting("read", "How reads generate, route, merge and cache (``ReadConfig``).")
+    plan_config = _setting("plan", "How writes are split across modules (``PlanConfig``).")
 
     @property
     def capacity(self) -> CapacityModel | None:
@@ -368,13 +358,7 @@ class KnowledgeMemory:
 
     def items(self, namespace: str | None = None) -> list[Item]:
         """The items a namespace keeps; without one, every namespace's items (each item once)."""
-        if namespace is not None:
-            return self.store.items(check_namespace(namespace))
-        seen: dict[str, Item] = {}
-        for ns in self.store.namespaces():
-            for it in self.store.items(ns):
-                seen.setdefault(it.id, it)
-        return list(seen.values())
+        return self.store.items(None if namespace is None else check_namespace(namespace))
 
     def fill(self, info: ModuleInfo) -> tuple[int, int | None]:
         """(knowledge tokens held, capacity at its rank) of a module; capacity None without a capacity model."""
@@ -421,26 +405,12 @@ class KnowledgeMemory:
     @_locked
     def forget_namespace(self, namespace: str) -> list[str]:
         """Drop a namespace: its modules and the items kept for it. Returns the dropped module ids."""
-        check_namespace(namespace)
-        if namespace not in self.store.namespaces():
-            raise KeyError(f"namespace {namespace!r} holds nothing; namespaces: {', '.join(self.store.namespaces()) or 'none'}")
-        with self.store.write_lock():
-            dropped = self.store.forget_namespace(namespace)
-        for mid in dropped:
-            self._unload(mid)
-        return dropped
+        return edits.forget_namespace(self.store, self._rt.pool if self._rt else None, self._routers, namespace)
 
     @_locked
     def drop(self, module_id: str) -> None:
         """Drop one module (its items stay kept and can be written again)."""
-        with self.store.write_lock():
-            self.store.drop_module(module_id)
-        self._unload(module_id)
-
-    def _unload(self, module_id: str) -> None:
-        if self._rt is not None:
-            self._rt.pool.unload(module_id)
-        self._routers.forget(module_id)
+        edits.drop(self.store, self._rt.pool if self._rt else None, self._routers, module_id)
 
     @_locked
     def gc(self) -> int:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .adapters import AdapterPool
 from .capacity import CapacityModel
-from .config import Settings
+from .config import ModelConfig, Settings
 from .prompts import PromptFormat
 from .route import Routers
 from .store import ModuleStore
@@ -29,3 +30,16 @@ class Runtime:
     model_name: str  # as the user named it (an alias, a folder or a hub id)
     fingerprint: str  # of the base weights: modules are refused on any other base
     capacity: Callable[[], CapacityModel | None]  # the planner's capacity model (looked up lazily)
+    base_params: int
+
+    @classmethod
+    def load(cls, store: ModuleStore, model: ModelConfig, given: tuple[Any, Any] | None, settings: Settings,
+             routers: Routers, capacity: Callable[[], CapacityModel | None]) -> Runtime:
+        """Load the base model (``model``, or the ``given`` (model, tokenizer) pair) and build the rooms' state."""
+        from . import models
+
+        base, tok = models.prepare(*given) if given is not None else models.load(model)
+        fingerprint = models.fingerprint(base)
+        pool = AdapterPool(base, store, fingerprint=fingerprint, model_name=model.name, read=lambda: settings.read)
+        return cls(store, pool, PromptFormat(tok, model.system_prompt), routers, settings, model.name, fingerprint,
+                   capacity, models.count_params(base))

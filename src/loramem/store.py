@@ -241,10 +241,14 @@ class ModuleStore:
         rows = self._query("SELECT DISTINCT namespace FROM items UNION SELECT namespace FROM modules")
         return sorted(r[0] for r in rows)
 
-    def items(self, namespace: str, item_ids: Sequence[str] | None = None) -> list[Item]:
-        rows = self._query(
-            "SELECT item_id, payload FROM items WHERE namespace=? ORDER BY created_at, item_id", (namespace,)
-        )
+    def items(self, namespace: str | None, item_ids: Sequence[str] | None = None) -> list[Item]:
+        """Items kept for a namespace, oldest first; ``namespace`` None: every namespace's, each item once."""
+        if namespace is None:
+            rows = self._query("SELECT item_id, payload FROM items GROUP BY item_id ORDER BY MIN(created_at), item_id")
+        else:
+            rows = self._query(
+                "SELECT item_id, payload FROM items WHERE namespace=? ORDER BY created_at, item_id", (namespace,)
+            )
         wanted = None if item_ids is None else set(item_ids)
         return [item_from_dict(json.loads(p)) for i, p in rows if wanted is None or i in wanted]
 
