@@ -24,6 +24,8 @@ from typing import Any, TypeVar, overload
 from .capacity import CapacityModel
 from .config import MERGE_METHODS, LoraSpec, ModelConfig, PlanConfig, ReadConfig, SynthConfig, TrainConfig
 from .plan import Assignment
+from .recall import Recollection
+from .recall import recall as _recall
 from .store import BaseModelMismatchError, ModuleInfo, ModuleStore, check_namespace
 from .types import Answer, Document, Fact, Item, WriteReport
 
@@ -614,6 +616,13 @@ class KnowledgeMemory:
         routes, routed = self._select(questions, namespace, module, modules, route, top_k, threshold)
         answers = self._generate(questions, routes, contexts, max_new_tokens, merge, routed)
         return answers[0] if single else answers
+
+    @_locked
+    def recall(self, query: str, k: int = 4, namespace: str | None = "default", *, module: str | None = None,
+               max_new_tokens: int | None = None) -> list[Recollection]:
+        """What the memory holds about ``query``: exactly ``k`` generated recollections (none for a namespace with
+        no module yet), the query first, then the most similar items' stored questions (see ``loramem.recall``)."""
+        return _recall(self, query, k, namespace, module=module, max_new_tokens=max_new_tokens)
 
     # --- routing and activation ------------------------------------------------------------------------------
 
