@@ -12,17 +12,13 @@ from typing import Any
 import pytest
 
 from benchmarks.__main__ import main
+from benchmarks.config import CONFIGS, Experiment, expand_grid
+from benchmarks.experiments.readers import limit_questions
+from benchmarks.output import iter_results
 from benchmarks.report import capacity_data, write_report
-from benchmarks.runner import (
-    CONFIGS,
-    Experiment,
-    _limit,
-    expand_grid,
-    iter_results,
-    run_experiment,
-    validate_run,
-)
+from benchmarks.runner import run_experiment
 from benchmarks.tasks import Question, available_tasks
+from benchmarks.validate import validate_run
 from loramem import KnowledgeMemory
 
 TINY_TRAIN = {"lr": 5e-3, "lora_plus_ratio": 1.0, "max_steps": 40, "progress": False, "seq_len": 128,
@@ -93,8 +89,8 @@ def test_grid_expands_to_the_cartesian_product_last_key_fastest() -> None:
 
 def test_limit_takes_questions_round_robin_over_kinds() -> None:
     qs = [Question(id=f"{k}{i}", text="q?", answers=["a"], kind=k) for k in ("a", "b") for i in range(3)]
-    assert [q.id for q in _limit(qs, 3)] == ["a0", "a1", "b0"]
-    assert _limit(qs, None) == qs
+    assert [q.id for q in limit_questions(qs, 3)] == ["a0", "a1", "b0"]
+    assert limit_questions(qs, None) == qs
 
 
 @pytest.fixture(scope="module")
