@@ -53,7 +53,7 @@ def run(runner: Runner, results: dict[str, Any]) -> None:
         runner.output.append({"point": 0, "reader": name, "step": i, **s} for i, s in enumerate(steps))
         tokens = sum(s["real_tokens"] for s in steps)
         point["loops"][name] = {
-            "seconds": round(seconds, 3), "steps": len(steps), "examples": n,
+            "seconds": round(seconds, 4), "steps": len(steps), "examples": n,
             "examples_per_second": round(n / seconds, 3), "real_tokens": tokens,
             "padded_tokens": sum(s["padded_tokens"] for s in steps),
             "real_tokens_per_second": round(tokens / seconds, 1),
