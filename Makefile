@@ -41,13 +41,15 @@ test-slow: $(STAMP)  ## tests on the embedded SmolLM2-135M model, the standard L
 bench-smoke: $(STAMP)  ## every benchmark task x reader on the embedded model at tiny sizes; fails on invalid results
 	$(BIN)/python -m benchmarks run --smoke --out $(or $(TMPDIR),/tmp)/loramem-bench-smoke
 
-bench: $(STAMP)  ## the committed experiments (hours on 2 cores; see benchmarks/README.md)
+bench: $(STAMP)  ## every committed experiment, one after the other (hours on 2 cores; run nothing else meanwhile)
 	$(BIN)/loramem calibrate --store $(or $(TMPDIR),/tmp)/loramem-calibrate --ranks 2,4,8,16,32,64 --sizes 2,4,8,12,16,24 --max-steps 40 --out benchmarks/results/capacity/capacity.json
 	$(BIN)/python -m benchmarks run axes-phonebook
 	$(BIN)/python -m benchmarks run axes-longdoc
 	$(BIN)/python -m benchmarks run formats-longdoc
+	$(BIN)/python -m benchmarks run multidoc-longdoc
 	$(BIN)/python -m benchmarks run counterfact
-	$(BIN)/python -m benchmarks.modules --entries 40 --modules 4 --rank 4 --max-steps 60 --min-epochs 8 --fresh
+	$(BIN)/python -m benchmarks run modules-phonebook
+	$(BIN)/python -m benchmarks run write-throughput
 
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check src tests integrations examples benchmarks

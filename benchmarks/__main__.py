@@ -13,16 +13,22 @@ EPILOG = """quick start:
   python -m benchmarks list                                   # tasks, readers and configs
   python -m benchmarks run --smoke                            # every task x reader, tiny sizes, validated
   python -m benchmarks run axes-phonebook                     # a config by name (benchmarks/configs/*.json)
+  python -m benchmarks run modules-phonebook                  # many modules: budget, routing, merging, throughput
+  python -m benchmarks run write-throughput                   # loramem's write loop vs Trainer + peft
   python -m benchmarks run my.json --out /tmp/run --limit 20  # any config file; 20 questions per point
   python -m benchmarks report benchmarks/results/axes-phonebook
 
-A run writes results.json (config, versions, commit, machine, timings, peak memory, one entry per grid point)
-and samples.jsonl (one row per point x reader x question) into --out (default benchmarks/results/<name>/)."""
+A run writes results.json (config, versions, commit, machine, load average and matmul rate at start and end,
+a `contended` verdict, timings, peak memory, the measurements) and samples.jsonl (one row per answer or step)
+into --out (default benchmarks/results/<name>/), then validates them."""
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_experiment, smoke_experiment
+    from .output import RESULTS
     from .report import write_report
-    from .runner import RESULTS, Runner, load_experiment, smoke_experiment, validate_run
+    from .runner import Runner
+    from .validate import validate_run
 
     if args.smoke == bool(args.config):
         print("run: give a CONFIG or --smoke (one of them)", file=sys.stderr)
@@ -48,23 +54,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t0
     report = write_report([(out, json.loads((out / "results.json").read_text()))], out)
     print(f"{exp.name}: done in {wall:.1f}s wall -> {out / 'results.json'}, {report}")
-    if args.smoke:
-        problems = validate_run(out)
-        if problems:
-            print(f"smoke FAILED ({len(problems)} problem(s)):", file=sys.stderr)
-            for p in problems:
-                print(f"  - {p}", file=sys.stderr)
-            return 1
-        print(f"smoke OK: every task x reader produced valid, scored results ({wall:.1f}s wall)")
-    elif runner.errors:
-        print(f"{len(runner.errors)} reader(s) failed; see 'errors' in results.json", file=sys.stderr)
+    problems = validate_run(out)
+    if problems:
+        print(f"{'smoke' if args.smoke else exp.name} FAILED validation ({len(problems)} problem(s)):", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
         return 1
+    if args.smoke:
+        print(f"smoke OK: every task x reader produced valid, scored results ({wall:.1f}s wall)")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .output import iter_results
     from .report import write_report
-    from .runner import iter_results
 
     try:
         runs = list(iter_results(args.runs))
@@ -82,7 +85,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from loramem.readers import READERS
 
-    from .runner import CONFIGS, Experiment
+    from .config import CONFIGS, Experiment
     from .tasks import available_tasks, get_task
 
     print("tasks:")
@@ -95,7 +98,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         try:
             exp = Experiment.from_file(path)
             notes = exp.notes.split(": ")[0].split(". ")[0]
-            about = f"{len(exp.points())} point(s) x {len(exp.readers)} reader(s): {notes[:70]}"
+            size = (f"{len(exp.points())} point(s) x {len(exp.readers)} reader(s)" if exp.kind == "readers"
+                    else f"kind {exp.kind}")
+            about = f"{size}: {notes[:70]}"
         except ValueError as exc:
             about = f"INVALID: {exc}"
         print(f"  {path.stem:<18} {about}")

@@ -299,6 +299,7 @@ def _header(results: dict[str, Any]) -> list[str]:
         f"- commit: {commit}",
         f"- machine: {machine.get('cpu_count', '?')} CPUs, {machine.get('torch_threads', '?')} torch threads, "
         f"fp32 matmul {machine.get('matmul_gflops', '?')} GFLOP/s; {machine.get('platform', '')}",
+        *_load_lines(results),
         f"- versions: {versions}",
         f"- judge: {judge['name'] + ' (judge_score, 0-10)' if judge else 'none'}",
     ]
@@ -307,10 +308,30 @@ def _header(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _load_lines(results: dict[str, Any]) -> list[str]:
+    """The start and end readings and the contention verdict (runs before these readings: say so)."""
+    load = results.get("load")
+    if not load:
+        return ["- load: not recorded (a run from before the load-average and end matmul-rate readings)"]
+    start, end = load.get("start") or {}, load.get("end") or {}
+    lines = [f"- load average (1 min) at start {_fmt(start.get('load_1m'), 2)}, end {_fmt(end.get('load_1m'), 2)}; "
+             f"fp32 matmul at start {_fmt(start.get('matmul_gflops'), 1)}, end {_fmt(end.get('matmul_gflops'), 1)} "
+             f"GFLOP/s"]
+    if results.get("contended"):
+        lines.append("- **contended** (latency and write-time figures confounded; accuracy figures stand): "
+                     + "; ".join(results.get("contention", [])))
+    return lines
+
+
 def report_section(results: dict[str, Any], out: Path, prefix: str = "") -> list[str]:
     """Markdown lines for one run; its plots are written into ``out`` (file names start with ``prefix``)."""
     if capacity_from_calibration(results) is not None:
         return calibration_section(results, out, prefix)
+    if results.get("kind") in ("modules", "write_throughput") or "benchmark" in results:
+        from .report_kinds import kind_section
+
+        return [f"## {results.get('name', results.get('benchmark', 'run'))}", "", *_header(results), "",
+                *kind_section(results)]
     lines = [f"## {results.get('name', 'run')}", "", *_header(results), ""]
     if results.get("errors"):
         lines += ["**Errors:**", "", *[f"- {e}" for e in results["errors"]], ""]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import shutil
@@ -12,18 +11,13 @@ from typing import Any
 import pytest
 
 from benchmarks.__main__ import main
+from benchmarks.config import CONFIGS, Experiment, expand_grid
+from benchmarks.experiments.readers import limit_questions
+from benchmarks.output import iter_results
 from benchmarks.report import capacity_data, write_report
-from benchmarks.runner import (
-    CONFIGS,
-    Experiment,
-    _limit,
-    expand_grid,
-    iter_results,
-    run_experiment,
-    validate_run,
-)
+from benchmarks.runner import run_experiment
 from benchmarks.tasks import Question, available_tasks
-from loramem import KnowledgeMemory
+from benchmarks.validate import validate_run
 
 TINY_TRAIN = {"lr": 5e-3, "lora_plus_ratio": 1.0, "max_steps": 40, "progress": False, "seq_len": 128,
               "batch_tokens": 256, "min_epochs": 1, "target_recall": 0.9}
@@ -93,8 +87,8 @@ def test_grid_expands_to_the_cartesian_product_last_key_fastest() -> None:
 
 def test_limit_takes_questions_round_robin_over_kinds() -> None:
     qs = [Question(id=f"{k}{i}", text="q?", answers=["a"], kind=k) for k in ("a", "b") for i in range(3)]
-    assert [q.id for q in _limit(qs, 3)] == ["a0", "a1", "b0"]
-    assert _limit(qs, None) == qs
+    assert [q.id for q in limit_questions(qs, 3)] == ["a0", "a1", "b0"]
+    assert limit_questions(qs, None) == qs
 
 
 @pytest.fixture(scope="module")
@@ -185,16 +179,14 @@ def test_list_shows_tasks_readers_and_configs(capsys: pytest.CaptureFixture[str]
     assert "phonebook" in out and "lora+icl" in out and "axes-phonebook" in out and "smoke" in out
 
 
-@pytest.mark.skipif("modules" not in inspect.signature(KnowledgeMemory.ask).parameters,
-                    reason="per_group oracle routing needs KnowledgeMemory.ask(modules=) (not landed yet)")
 def test_per_group_modules_with_oracle_routing(tiny_model_dir: Path, tmp_path: Path) -> None:
     exp = Experiment.from_dict({
         "name": "groups", "model": str(tiny_model_dir), "readers": ["lora", "lora+icl", "lora@embedding"],
         "task": {"name": "phonebook", "size": 4, "options": {"groups": 2}},
-        "modules": "per_group", "routing": "oracle", "lora": {"r": 4}, "train": TINY_TRAIN,
+        "modules": "per_group", "routing": "oracle", "lora": {"r": 4}, "train": {**TINY_TRAIN, "max_steps": 10},
         "read": {"max_new_tokens": 8, "progress": False}, "icl": {"token_budget": 128},
     })
-    results = run_experiment(exp, tmp_path)
+    results = run_experiment(exp, tmp_path, matmul_seconds=0.05)
     assert validate_run(tmp_path) == []
     point = results["points"][0]
     assert point["write"]["modules"] == 2 and len(set(point["modules"].values())) == 2

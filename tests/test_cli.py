@@ -36,39 +36,48 @@ def test_bad_input_files_name_file_and_line(tmp_path, name, content, match):
         read_items(p)
 
 
-def test_cli_round_trip(tmp_path, tiny_model_dir, capsys, monkeypatch):
-    from conftest import FAST_LORA, FAST_TRAIN
+def _facts_file(path, pairs):  # type: ignore[no-untyped-def]
+    path.write_text("\n".join(json.dumps({"subject": n, "relation": "favourite colour", "object": c}) for n, c in pairs))
+    return str(path)
 
-    import loramem.cli as cli
 
-    # The CLI uses library defaults; give it the fast tiny-model settings.
-    real_open = cli._open
+def _ls_rows(capsys) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+    """`loramem ls` rows by namespace: module, ver, rank, items, k-tokens, capacity, fill, recall."""
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["namespace", "module", "ver", "rank"]
+    return {row.split()[0]: row.split()[1:] for row in lines[1:]}
 
-    def fast_open(args):
-        from loramem import KnowledgeMemory
 
-        return KnowledgeMemory.open(args.store, model=args.model, train=FAST_TRAIN, lora=FAST_LORA)
+def test_cli_round_trip(tmp_path, tiny_model_dir, capsys):
+    """The real command on the tiny model: --rank and --max-steps reach the written module."""
+    from loramem.store import ModuleStore
 
-    monkeypatch.setattr(cli, "_open", fast_open)
-    data = tmp_path / "f.jsonl"
-    data.write_text("\n".join(json.dumps({"subject": n, "relation": "favourite colour", "object": c})
-                              for n, c in (("Alma", "blue"), ("Bram", "red"))))
     store = str(tmp_path / "mem")
-    common = ["--store", store, "--model", str(tiny_model_dir), "-n", "people"]
-    assert main(["write", *common, str(data)]) == 0
+    model = ["--store", store, "--model", str(tiny_model_dir)]
+    # A step cap far below what recall needs: training stops exactly there, and the exit code says so.
+    capped = _facts_file(tmp_path / "capped.jsonl", [("Cora", "green"), ("Dorin", "yellow")])
+    assert main(["write", *model, "-n", "capped", "--rank", "4", "--max-steps", "3", capped]) == 3
+    assert "after 3 steps" in capsys.readouterr().out
+    people = _facts_file(tmp_path / "f.jsonl", [("Alma", "blue"), ("Bram", "red")])
+    common = [*model, "-n", "people"]
+    assert main(["write", *common, "--rank", "2", "--max-steps", "200", people]) == 0
     assert "2 new item(s)" in capsys.readouterr().out
+    infos = {i.namespace: i for i in ModuleStore(store).modules()}
+    assert infos["capped"].lora_spec["r"] == 4 and infos["capped"].report["steps"] == 3
+    assert not infos["capped"].report["reached_target"] and infos["capped"].recall < 1.0
+    assert infos["people"].lora_spec["r"] == 2 and 0 < infos["people"].report["steps"] <= 200
+    assert infos["people"].report["reached_target"]
+    assert main(["ls", "--store", store]) == 0
+    rows = _ls_rows(capsys)
+    assert rows["capped"][2] == "4" and rows["people"][2] == "2" and rows["people"][-1] == "100.0%"
     assert main(["ask", *common, "What is the favourite colour of Bram?"]) == 0
     assert capsys.readouterr().out.strip() == "red"
     assert main(["ask", *common, "--json", "What is the favourite colour of Alma?"]) == 0
     assert json.loads(capsys.readouterr().out)["answer"] == "blue"
-    assert main(["ls", "--store", store]) == 0
-    out = capsys.readouterr().out
-    assert "people" in out and "100.0%" in out
     assert main(["forget", *common]) == 0
     assert "dropped 1 module" in capsys.readouterr().out
     assert main(["ask", *common, "x?"]) == 2
     assert "namespace 'people' holds nothing" in capsys.readouterr().err
-    del real_open
 
 
 def test_cli_reports_bad_file_without_traceback(tmp_path, capsys):

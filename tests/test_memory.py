@@ -9,21 +9,27 @@ from conftest import COLOURS, FAST_TRAIN
 from loramem import Document, Fact, KnowledgeMemory, LoraSpec
 
 
-def test_write_then_ask_recalls_facts(mem, facts):
+def test_write_then_ask_recalls_facts(mem, facts, tmp_path, tiny_model_dir):
+    questions = [f.canonical_question for f in facts]
+    untouched = KnowledgeMemory.open(tmp_path / "empty", model=str(tiny_model_dir))  # no module ever written
+    bare = [a.text for a in untouched.ask(questions, namespace=None)]
     report = mem.write(facts, namespace="people")
     assert report.reached_target and report.recall >= 0.95
     assert report.items_written == len(facts) and report.version == 1
     assert report.tokens_trained > 0 and report.steps > 0 and report.trainable_params > 0
-    answers = mem.ask([f.canonical_question for f in facts], namespace="people")
+    answers = mem.ask(questions, namespace="people")
     assert [a.text for a in answers] == COLOURS
     assert all(a.modules == [report.module_id] for a in answers)
     single = mem.ask(facts[0].canonical_question, namespace="people")
     assert single.text == "blue" and single.usage["output_tokens"] >= 1
-    # The bare base model (random weights) knows none of it.
-    base = mem.ask([f.canonical_question for f in facts], namespace=None)
-    assert sum(a.text == c for a, c in zip(base, COLOURS)) == 0
+    # The bare base model (random weights) knows none of it: the module changed every answer.
+    base = [a.text for a in mem.ask(questions, namespace=None)]
+    assert base == bare and all(b != c for b, c in zip(base, COLOURS))
+    # disabled(): the bare model answers inside the block, even when a namespace's module is asked for.
     with mem.disabled():
-        assert mem.model.generate is not None  # the adapter is off inside the block
+        assert [a.text for a in mem.ask(questions, namespace="people")] == bare
+        assert [a.text for a in mem.ask(questions, namespace=None)] == bare
+    assert [a.text for a in mem.ask(questions, namespace="people")] == COLOURS  # and the module is back after it
 
 
 def test_writes_are_reproducible(tmp_path, tiny_model_dir, facts):
@@ -195,3 +201,44 @@ def test_pissa_writes_after_reads_leave_the_base_weights_alone(mem, facts):
     after = dict(mem.model.get_base_model().named_parameters())
     assert all(torch.equal(v, after[n]) for n, v in before.items())
     assert mem.ask(facts[0].canonical_question, namespace="a").text == COLOURS[0]
+
+
+def test_a_read_during_a_write_gets_a_valid_answer_and_the_write_commits(mem, facts, monkeypatch):
+    """One thread writes into a namespace while another asks it: neither corrupts the other."""
+    import threading
+
+    import loramem.train as T
+
+    mem.write(facts[:3], namespace="people")
+    training, asked = threading.Event(), threading.Event()
+    real = T.loss_on_batch
+
+    def first_step_waits_for_the_reader(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not training.is_set():
+            training.set()
+            assert asked.wait(timeout=60), "the reader never asked"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "loss_on_batch", first_step_waits_for_the_reader)
+    result: dict[str, object] = {}
+
+    def writer() -> None:
+        try:
+            result["report"] = mem.write(facts[3:], namespace="people")
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the test thread below)
+            result["error"] = exc
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert training.wait(timeout=60), "the write never started training"
+    asked.set()  # the write is mid-training (it resumes only now): this ask overlaps it
+    answer = mem.ask(facts[0].canonical_question, namespace="people")
+    thread.join(timeout=120)
+    assert not thread.is_alive() and "error" not in result, result.get("error")
+    assert answer.text == COLOURS[0] and answer.modules  # v1 and v2 both hold this fact
+    report = result["report"]
+    assert report.version == 2 and report.items_total == 6  # type: ignore[attr-defined]
+    info = mem.ls("people")[0]
+    assert info.version == 2 and info.items == 6
+    answers = mem.ask([f.canonical_question for f in facts], namespace="people")
+    assert sum(a.text == c for a, c in zip(answers, COLOURS)) >= 5

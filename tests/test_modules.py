@@ -117,7 +117,8 @@ def test_forget_rebuilds_only_the_holding_module_and_verifies(mem, facts):
     towns_before = mem.store.module("ns.towns").version
     report = mem.forget(facts[0].id, namespace="ns")
     verify = report.details["verify"]
-    assert verify["passed"] and verify["removed_recall"] <= verify["removed_base_recall"] + 1e-9 + 1.0 / 1
+    # The rebuilt module recalls the removed fact no better than the bare model (which never knew it).
+    assert verify["passed"] and verify["removed_base_recall"] == 0.0 and verify["removed_recall"] == 0.0
     assert verify["kept_recall"] >= 0.95 and verify["modules"] == ["ns.colours"]
     assert mem.store.module("ns.colours").version == 2 and mem.store.module("ns.towns").version == towns_before
     assert facts[0].id not in {it.id for it in mem.items("ns")}

@@ -4,9 +4,39 @@ import loramem
 from loramem import Document, Fact
 from loramem.types import item_from_dict
 
+# The public surface of the core package, pinned: adding or removing a name is a deliberate change here.
+EXPECTED_ALL = [
+    "Answer",
+    "BaseModelMismatchError",
+    "CapacityModel",
+    "CorruptModuleError",
+    "Document",
+    "Example",
+    "Fact",
+    "KnowledgeMemory",
+    "LoraSpec",
+    "ModelConfig",
+    "ModuleInfo",
+    "ModuleStore",
+    "PlanConfig",
+    "ReadConfig",
+    "Reader",
+    "StoreBusyError",
+    "StoreError",
+    "StoreSchemaError",
+    "SynthConfig",
+    "TrainConfig",
+    "WriteReport",
+    "__version__",
+    "build_reader",
+    "calibrate",
+]
 
-def test_all_is_sorted_and_importable():
-    assert loramem.__all__ == sorted(loramem.__all__)
+
+def test_all_is_pinned_sorted_and_importable():
+    assert loramem.__all__ == EXPECTED_ALL
+    assert sorted(EXPECTED_ALL) == EXPECTED_ALL
+    assert sorted(dir(loramem)) == EXPECTED_ALL
     for name in loramem.__all__:
         assert getattr(loramem, name) is not None
 

@@ -55,3 +55,85 @@ def build_tiny(folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+# llama.cpp's names for the Llama tensors of one decoder layer.
+_GGUF_LAYER_NAMES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+
+
+def write_tiny_gguf(model_dir: Path, path: Path) -> Path:
+    """Write the tiny model of ``model_dir`` as a GGUF file (F32 tensors, byte-level BPE tokenizer in the metadata).
+
+    Laid out the way llama.cpp's converter writes a Llama (the way the embedded SmolLM2 file is): its tensor
+    names, Q/K rows permuted for its rotary layout, the tokenizer as a ``gpt2`` vocabulary plus merges.
+    transformers' ``gguf_file=`` loader undoes all of it, so the round trip gives back the same weights.
+    """
+    import json
+
+    import gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    cfg = model.config
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny")
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    w.add_vocab_size(cfg.vocab_size)
+    tokens = [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
+    specials = set(tok.all_special_tokens)
+    merges = json.loads((model_dir / "tokenizer.json").read_text())["model"]["merges"]
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t in specials else 1 for t in tokens])  # 3: control, 1: normal
+    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in merges])
+    w.add_bos_token_id(tok.bos_token_id)
+    w.add_eos_token_id(tok.eos_token_id)
+    w.add_unk_token_id(tok.unk_token_id)
+    w.add_pad_token_id(tok.pad_token_id)
+    w.add_add_bos_token(False)
+    w.add_chat_template(tok.chat_template)
+
+    def permute(x, n_head):  # type: ignore[no-untyped-def]  # llama.cpp's rotary layout of Q/K rows
+        return x.reshape(n_head, 2, x.shape[0] // n_head // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+    for key, value in model.state_dict().items():
+        a = value.float().numpy()
+        if key == "lm_head.weight":
+            continue  # tied to the embeddings: llama.cpp writes no output.weight then
+        if key == "model.embed_tokens.weight":
+            name = "token_embd.weight"
+        elif key == "model.norm.weight":
+            name = "output_norm.weight"
+        else:
+            _, _, layer, rest = key.split(".", 3)  # model.layers.<i>.<module>.<param>
+            module, _, param = rest.rpartition(".")
+            name = f"blk.{layer}.{_GGUF_LAYER_NAMES[module]}.{param}"
+            if module == "self_attn.q_proj":
+                a = permute(a, cfg.num_attention_heads)
+            elif module == "self_attn.k_proj":
+                a = permute(a, cfg.num_key_value_heads)
+        w.add_tensor(name, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

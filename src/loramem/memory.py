@@ -22,6 +22,8 @@ from . import edits, querying, writing
 from .adapters import AdapterPool
 from .capacity import CapacityModel
 from .config import LoraSpec, ModelConfig, PlanConfig, ReadConfig, Settings, SynthConfig, TrainConfig
+from .recall import Recollection
+from .recall import recall as _recall
 from .route import Router, Routers
 from .runtime import Runtime
 from .store import ModuleInfo, ModuleStore, check_namespace
@@ -282,6 +284,13 @@ class KnowledgeMemory:
         answers = querying.ask(self.rt, questions, namespace, module=module, modules=modules, route=route, top_k=top_k,
                                threshold=threshold, merge=merge, context=context, max_new_tokens=max_new_tokens)
         return answers[0] if single else answers
+
+    @_locked
+    def recall(self, query: str, k: int = 4, namespace: str | None = "default", *, module: str | None = None,
+               max_new_tokens: int | None = None) -> list[Recollection]:
+        """What the memory holds about ``query``: exactly ``k`` generated recollections (none for a namespace with
+        no module yet), the query first, then the most similar items' stored questions (see ``loramem.recall``)."""
+        return _recall(self, query, k, namespace, module=module, max_new_tokens=max_new_tokens)
 
     @_locked
     def logprobs(

@@ -12,33 +12,20 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    ChatMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-)
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ChatMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from loramem import interop
+from loramem.interop import check_namespace, default_model, default_store
 from pydantic import Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     from loramem import KnowledgeMemory
 
 
-def _default_store() -> str:
-    return os.environ.get("LORAMEM_STORE", "loramem-store")
-
-
-def _default_model() -> str:
-    return os.environ.get("LORAMEM_MODEL", "smollm2-135m")
-
-
-def shared_memory(store_path: str | os.PathLike[str], model_name: str) -> KnowledgeMemory:
-    """The process-wide ``KnowledgeMemory`` for this store and model (``KnowledgeMemory.shared``).
+def shared_memory(store_path: str | os.PathLike[str] | None = None, model_name: str | None = None) -> KnowledgeMemory:
+    """The process-wide ``KnowledgeMemory`` for this store and model (``loramem.interop.shared_memory`` over
+    ``KnowledgeMemory.shared``; None: ``$LORAMEM_STORE`` / ``$LORAMEM_MODEL``).
 
     The chat model, retriever and store all use it, so the weights load once however many objects point at
     the same store, and building those objects stays cheap (the model loads on first use). The memory is
@@ -46,11 +33,7 @@ def shared_memory(store_path: str | os.PathLike[str], model_name: str) -> Knowle
     """
     from loramem import KnowledgeMemory
 
-    if not isinstance(model_name, str) or not model_name.strip():
-        raise ValueError(f"model_name: expected a non-empty string, got {model_name!r}")
-    # Local model folders are compared by their real path; aliases and hub ids as given.
-    model = os.path.realpath(model_name) if os.path.isdir(model_name) else model_name
-    return KnowledgeMemory.shared(os.path.expanduser(os.fspath(store_path)), model=model)
+    return interop.shared_memory(KnowledgeMemory.shared, store_path, model_name)
 
 
 def accept_model_alias(data: Any) -> Any:
@@ -61,42 +44,21 @@ def accept_model_alias(data: Any) -> Any:
     return data
 
 
-def check_namespace(namespace: str | None) -> str | None:
-    """None (the bare base model) or a valid loramem namespace."""
-    if namespace is None:
-        return None
-    from loramem.store import check_namespace as _check
-
-    return _check(namespace)
+_TYPES = ("system", "human", "ai", "tool", "function", "chat")
 
 
 def to_conversation(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
-    """LangChain messages -> ``[{"role": "system"|"user"|"assistant", "content": str}]``.
-
-    Text content only (the base models are text-only). Tool results become user turns, since chat templates
-    of small models have no tool role; an ``AIMessage``'s tool calls are dropped (the model cannot call tools).
-    """
-    out: list[dict[str, str]] = []
+    """LangChain messages -> ``[{"role": "system"|"user"|"assistant", "content": str}]``
+    (``loramem.interop.to_conversation``: text content only; tool results become user turns; an
+    ``AIMessage``'s tool calls are dropped, the model cannot call tools)."""
+    pairs: list[tuple[str, Any]] = []
     for message in messages:
-        if isinstance(message, SystemMessage):
-            role = "system"
-        elif isinstance(message, HumanMessage):
-            role = "user"
-        elif isinstance(message, AIMessage):
-            role = "assistant"
-        elif isinstance(message, ToolMessage):
-            out.append({"role": "user", "content": f"Tool result: {message.text}"})
-            continue
-        elif isinstance(message, ChatMessage):
-            role = message.role if message.role in ("system", "user", "assistant") else "user"
-        else:
+        if not isinstance(message, BaseMessage) or message.type not in _TYPES:
             raise TypeError(
                 f"messages: expected system/human/AI/tool/chat messages, got {type(message).__name__}"
             )
-        out.append({"role": role, "content": message.text})
-    if not out:
-        raise ValueError("messages: expected at least one message, got none")
-    return out
+        pairs.append((message.role if isinstance(message, ChatMessage) else message.type, message.content))
+    return interop.to_conversation(pairs)
 
 
 def _cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
@@ -114,8 +76,11 @@ class ChatLoRAMemory(BaseChatModel):
 
     Pick the memory per call with ``.bind(namespace=...)``, ``invoke(..., namespace=...)``, or
     ``configurable_fields(namespace=ConfigurableField(id="namespace"))``. ``namespace=None`` answers with the
-    bare base model; ``module=`` picks one module id explicitly. A namespace that holds no module yet is
-    answered by the bare model (``response_metadata["modules"]`` is then empty) unless ``strict=True``.
+    bare base model; ``module=`` picks one module id explicitly. A namespace that holds no module yet (or is
+    unknown) is answered by the bare model (``response_metadata["modules"]`` is then empty) unless
+    ``strict=True``, which raises KeyError (``loramem.interop.resolve_namespace``, the rule of every
+    integration's chat model / LLM). ``response_metadata["modules"]`` names the module(s) that answered, as
+    routed in a namespace of several, for streams too.
 
     Construction is cheap: the model loads on first use and is shared, per (``store_path``, ``model_name``),
     with every other chat model, retriever and store of this package in the process.
@@ -129,16 +94,17 @@ class ChatLoRAMemory(BaseChatModel):
             llm.invoke("What is the phone number of Dr. Alma Vance?").content
     """
 
-    store_path: str = Field(default_factory=_default_store)
+    store_path: str = Field(default_factory=default_store)
     """Folder of the loramem store ($LORAMEM_STORE, else ./loramem-store)."""
-    model_name: str = Field(default_factory=_default_model)
+    model_name: str = Field(default_factory=default_model)
     """Base model: an alias (``smollm2-135m``, the embedded default), a local HF folder or a hub id."""
     namespace: str | None = "default"
     """Memory namespace whose module answers; None means the bare base model."""
     module: str | None = None
     """A module id to use instead of the namespace's module."""
     strict: bool = False
-    """Raise if ``namespace`` holds no module yet (instead of answering with the bare model)."""
+    """Raise KeyError if ``namespace`` holds no module yet or is unknown (instead of answering with the bare
+    model)."""
     temperature: float | None = None
     """Accepted and ignored: reads are greedy."""
     max_tokens: int | None = None
@@ -203,12 +169,10 @@ class ChatLoRAMemory(BaseChatModel):
 
     def _call_args(self, mem: KnowledgeMemory, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Keyword arguments for ``KnowledgeMemory.chat``/``stream_chat``, per-call kwargs over fields."""
-        namespace = check_namespace(kwargs["namespace"]) if "namespace" in kwargs else self.namespace
+        namespace = kwargs.get("namespace", self.namespace)
         module = kwargs.get("module", self.module)
-        if module is None and namespace is not None and _module_for(mem, namespace) is None:
-            if self.strict:
-                raise KeyError(f"namespace {namespace!r} holds no memory module yet (strict=True)")
-            namespace = None  # nothing written there yet: the memory is empty, the bare model answers
+        # A namespace with nothing written yet: the memory is empty, the bare model answers (unless strict).
+        namespace = interop.resolve_namespace(mem, namespace, module, strict=self.strict)
         return {
             "namespace": namespace,
             "module": module,
@@ -253,7 +217,8 @@ class ChatLoRAMemory(BaseChatModel):
         mem = self._memory()
         conversation = to_conversation(messages)
         args = self._call_args(mem, stop, kwargs)
-        module = args["module"] or _module_for(mem, args["namespace"])
+        # The stream yields text only: which module(s) answer, as chat() would route this conversation.
+        modules = interop.answering_modules(mem, conversation, args["namespace"], args["module"])
         pieces: list[str] = []
         # The core generates on its own thread and holds the memory's lock for the whole generation, so this
         # stream may be read from any thread(s) (LangChain's astream does); closing it early stops generation.
@@ -267,12 +232,12 @@ class ChatLoRAMemory(BaseChatModel):
             yield chunk
         # Usage is counted once, on the last chunk (the core's stream yields text only).
         input_tokens, output_tokens = _count_tokens(mem, conversation, "".join(pieces))
-        reader = "lora" if module else "base"
+        reader = "lora" if modules else "base"
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
                 usage_metadata=_usage(input_tokens, output_tokens),
-                response_metadata=self._metadata(kwargs, [module] if module else [], reader),
+                response_metadata=self._metadata(kwargs, modules, reader),
                 chunk_position="last",
             )
         )
@@ -284,14 +249,6 @@ def _usage(input_tokens: int, output_tokens: int) -> UsageMetadata:
         output_tokens=int(output_tokens),
         total_tokens=int(input_tokens + output_tokens),
     )
-
-
-def _module_for(mem: KnowledgeMemory, namespace: str | None) -> str | None:
-    """The active module id of ``namespace`` (None: the bare model, or a namespace with no module yet)."""
-    if namespace is None:
-        return None
-    infos = mem.ls(namespace)
-    return infos[0].module_id if infos else None
 
 
 def _count_tokens(mem: KnowledgeMemory, conversation: list[dict[str, str]], text: str) -> tuple[int, int]:

@@ -1,135 +1,67 @@
 """``LoRAMemoryRetriever``: recall documents from a LoRA memory module by generating, not by lookup.
 
-For a query it asks the module k prompts in one batched, greedy generation:
-
-1. the query itself;
-2. the canonical questions of the stored items the query is most about (their subject or title is mentioned,
-   or shares words with the query): the questions the module was trained to answer;
-3. generic recall prompts ("What do you know about <query>?", ...) to fill up to k.
-
-Every document's text is the module's generated answer (the kept items only choose what to ask and label
-where an answer came from). Greedy decoding gives the same answer to the same prompt, hence distinct prompts.
+A thin wrapper of ``KnowledgeMemory.recall`` (``loramem.recall``): for a query the memory answers exactly
+``k`` prompts in one batched, greedy generation (the query itself, the stored questions of the items most
+similar to it on the embedded all-MiniLM-L6-v2, then generic recall prompts), and each answer becomes a
+``Document``. Every document's text is what the module generated; the kept items only choose what to ask and
+label where an answer came from. A namespace that holds no module yet (or is unknown) gives no documents.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
+from loramem.interop import check_namespace, default_model, default_store
+from loramem.recall import RECALL_PROMPTS
 from pydantic import Field, field_validator, model_validator
 
-from .chat_models import accept_model_alias, check_namespace, shared_memory
+from .chat_models import accept_model_alias, shared_memory
 
 if TYPE_CHECKING:
-    from loramem import KnowledgeMemory
+    from loramem.recall import Recollection
 
-RECALL_PROMPTS = (
-    "What do you know about {query}?",
-    "Tell me everything you remember about {query}.",
-    "What facts are related to {query}?",
-    "Summarize what you know about {query}.",
-    "What else is known about {query}?",
-)
+__all__ = ["RECALL_PROMPTS", "LoRAMemoryRetriever", "to_document"]
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-_STOPWORDS = frozenset(
-    (
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "has",
-        "have",
-        "how",
-        "i",
-        "in",
-        "is",
-        "it",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "tell",
-        "that",
-        "the",
-        "their",
-        "this",
-        "to",
-        "was",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "why",
-        "with",
-        "you",
-        "your",
-        "know",
-        "about",
+
+def to_document(r: Recollection, rank: int, namespace: str | None, named: Recollection) -> Document:
+    """A recollection as a LangChain document (``named``: the query's recollection, whose items it names)."""
+    return Document(
+        page_content=f"{r.prompt}\n{r.text}",
+        metadata={
+            "prompt": r.prompt,
+            "answer": r.text,
+            "source": r.kind,
+            "score": r.score,
+            "rank": rank,
+            "namespace": namespace,
+            "module": r.module,
+            "module_version": r.version,
+            "modules": r.modules,
+            "module_versions": r.versions,
+            "reader": r.reader,
+            "item_id": r.item_ids[0] if r.kind == "item" else None,
+            "item_ids": r.item_ids,
+            "items": r.item_labels,
+            "mentioned_items": named.item_ids,
+            "mentioned": named.item_labels,
+        },
     )
-)
-
-
-def _words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
-
-
-def _label(item: Any) -> str:
-    """The name a query would use for an item: a fact's subject, a document's title (or first words)."""
-    if hasattr(item, "subject"):
-        return str(item.subject)
-    return str(item.title or " ".join(item.text.split()[:8]))
-
-
-def _question(item: Any) -> str | None:
-    if hasattr(item, "canonical_question"):
-        return str(item.canonical_question)
-    return f"What do you know about {item.title}?" if item.title else None
-
-
-def rank_items(query: str, items: list[Any]) -> tuple[list[Any], list[Any]]:
-    """(items whose subject/title the query mentions, items ranked by word overlap with the query).
-
-    Best effort: exact case-insensitive mention first, then shared content words with the item's text.
-    """
-    q = query.lower()
-    q_words = _words(query)
-    mentioned = [it for it in items if _label(it).lower() in q]
-    scored: list[tuple[float, int, Any]] = []
-    for i, it in enumerate(items):
-        text = f"{it.subject} {it.relation}" if hasattr(it, "subject") else f"{it.title or ''} {it.text}"
-        overlap = len(q_words & _words(text))
-        score = overlap + (10.0 if it in mentioned else 0.0)
-        if score > 0:
-            scored.append((score, i, it))
-    scored.sort(key=lambda t: (-t[0], t[1]))
-    return mentioned, [it for _, _, it in scored]
 
 
 class LoRAMemoryRetriever(BaseRetriever):
-    """Return exactly ``k`` documents recalled from the LoRA memory of ``namespace`` about a query.
+    """Return exactly ``k`` documents recalled from the LoRA memory of ``namespace`` about a query (none when
+    the namespace holds no module yet).
 
-    Metadata of each document: ``prompt`` (what the module was asked), ``source`` (``query``, ``item`` or
-    ``recall``), ``namespace``, ``module`` (module id, None for the bare model), ``module_version``,
-    ``item_id`` (for ``item`` prompts), and ``mentioned_items`` / ``mentioned`` (ids and subjects/titles of the
-    stored items the query names: best-effort provenance).
+    Metadata of each document: ``prompt`` (what the module was asked), ``answer``, ``source`` (``query``,
+    ``item`` or ``recall``), ``score`` (1.0 for the query, the item's embedding similarity for an item prompt,
+    0.0 for a generic prompt), ``rank``, ``namespace``, ``module``/``module_version`` (the module that answered
+    this prompt, as routed; None for the bare model) and ``modules``/``module_versions`` (all of them),
+    ``reader``, ``item_id`` (for ``item`` prompts), ``item_ids``/``items`` (this document's items: its item, or
+    those the query names) and ``mentioned_items``/``mentioned`` (ids and ``subject | relation`` or title
+    labels of the stored items the query names: best-effort provenance).
 
     Example:
         .. code-block:: python
@@ -138,12 +70,12 @@ class LoRAMemoryRetriever(BaseRetriever):
             docs = retriever.invoke("Dr. Alma Vance")
     """
 
-    store_path: str = Field(default_factory=lambda: os.environ.get("LORAMEM_STORE", "loramem-store"))
-    model_name: str = Field(default_factory=lambda: os.environ.get("LORAMEM_MODEL", "smollm2-135m"))
+    store_path: str = Field(default_factory=default_store)
+    model_name: str = Field(default_factory=default_model)
     namespace: str | None = "default"
     """Memory namespace to recall from; None recalls from the bare base model."""
     module: str | None = None
-    """A module id to use instead of the namespace's module."""
+    """A module id to use instead of the namespace's module(s)."""
     k: int = 4
     """Documents returned (also an ``invoke`` kwarg)."""
     max_tokens: int | None = None
@@ -169,81 +101,13 @@ class LoRAMemoryRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        k = int(kwargs.get("k", self.k))
-        if k < 1:
-            raise ValueError(f"k: expected an int >= 1, got {k!r}")
-        if not isinstance(query, str) or not query.strip():
-            raise ValueError(f"query: expected a non-empty string, got {query!r}")
         namespace = check_namespace(kwargs["namespace"]) if "namespace" in kwargs else self.namespace
-        module = kwargs.get("module", self.module)
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
         mem = shared_memory(self.store_path, self.model_name)
-        return self._recall(mem, query.strip(), k, namespace, module, max_tokens)
-
-    def _recall(
-        self,
-        mem: KnowledgeMemory,
-        query: str,
-        k: int,
-        namespace: str | None,
-        module: str | None,
-        max_tokens: int | None,
-    ) -> list[Document]:
-        """Pick k prompts, answer them in one batch, wrap the answers."""
-        info = mem.store.module(module) if module is not None else None
-        if info is None and namespace is not None:
-            infos = mem.ls(namespace)
-            info = infos[0] if infos else None
-        items_ns = info.namespace if info is not None else namespace
-        items = mem.items(items_ns) if items_ns is not None and items_ns in mem.namespaces() else []
-        mentioned, related = rank_items(query, items)
-
-        prompts: list[tuple[str, str, str | None]] = [(query, "query", None)]  # (prompt, source, item id)
-        for item in related:
-            question = _question(item)
-            if len(prompts) >= k:
-                break
-            if question and question not in {p for p, _, _ in prompts}:
-                prompts.append((question, "item", item.id))
-        i = 0
-        while len(prompts) < k:
-            template = RECALL_PROMPTS[i % len(RECALL_PROMPTS)]
-            prompt = template.format(query=query)
-            if i >= len(RECALL_PROMPTS):
-                prompt = f"{prompt} (recall {i // len(RECALL_PROMPTS) + 1})"
-            prompts.append((prompt, "recall", None))
-            i += 1
-        prompts = prompts[:k]
-
-        target = info.module_id if info is not None else None
-        # A namespace the planner split into several modules is routed per prompt (KnowledgeMemory.ask).
-        routed = module is None and info is not None and len(mem.ls(info.namespace)) > 1
-        answers = mem.ask(
-            [p for p, _, _ in prompts],
-            namespace=None if target is None else info.namespace,  # type: ignore[union-attr]
-            module=None if routed else target,
-            max_new_tokens=max_tokens,
+        out = mem.recall(
+            query,
+            int(kwargs.get("k", self.k)),
+            namespace,
+            module=kwargs.get("module", self.module),
+            max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
         )
-        base_meta = {
-            "namespace": namespace,
-            "module": target,
-            "module_version": info.version if info is not None else None,
-            "mentioned_items": [it.id for it in mentioned],
-            "mentioned": [_label(it) for it in mentioned],
-        }
-        return [
-            Document(
-                page_content=f"{prompt}\n{answer.text}",
-                metadata={
-                    **base_meta,
-                    "prompt": prompt,
-                    "answer": answer.text,
-                    "source": source,
-                    "item_id": item_id,
-                    "reader": answer.reader,
-                    "modules": answer.modules,
-                    "rank": rank,
-                },
-            )
-            for rank, ((prompt, source, item_id), answer) in enumerate(zip(prompts, answers))
-        ]
+        return [to_document(r, rank, namespace, out[0]) for rank, r in enumerate(out)]

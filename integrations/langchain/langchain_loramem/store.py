@@ -12,13 +12,16 @@ Two layers, because a parametric memory cannot promise what ``BaseStore`` promis
   ``content``, else its JSON). Ask ``ChatLoRAMemory(namespace=store.memory_namespace(ns))`` about them.
 
 ``delete`` of a consolidated key rebuilds the module without the items it produced
-(``KnowledgeMemory.forget_items``) right away; overwriting a consolidated key forgets its old item at the next
-consolidation. ``put(..., index=False)`` keeps a value in the exact layer only. TTLs are not supported.
+(``KnowledgeMemory.forget``) right away. The forget is durable: it is recorded in the same transaction as the
+row's delete and only cleared once the rebuild succeeded, so a failed rebuild is retried by the next writing
+batch (put/delete) or ``consolidate()``. Overwriting a consolidated key forgets its old item at the next
+consolidation. Each key records the module that holds its item, also when the planner splits a namespace. ``put(..., index=False)`` keeps a value in the exact layer only. TTLs are not supported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -26,7 +29,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +61,11 @@ CREATE TABLE IF NOT EXISTS kv (
     module_id TEXT, module_version INTEGER,
     PRIMARY KEY (ns, key));
 CREATE INDEX IF NOT EXISTS kv_state ON kv(state, memory_ns);
+-- items of overwritten keys, forgotten at the next consolidation (when the new values are written)
 CREATE TABLE IF NOT EXISTS stale (memory_ns TEXT NOT NULL, item_id TEXT NOT NULL, PRIMARY KEY (memory_ns, item_id));
+-- items of deleted keys still to forget from the LoRA: recorded with the row's delete, cleared once the core's
+-- forget succeeded, retried by every later writing batch and consolidation until then
+CREATE TABLE IF NOT EXISTS forgets (memory_ns TEXT NOT NULL, item_id TEXT NOT NULL, PRIMARY KEY (memory_ns, item_id));
 """
 
 _CLEAN_LABEL = re.compile(
@@ -170,7 +177,7 @@ class LoRAMemoryStore(BaseStore):
         consolidate_tokens: consolidate automatically once the queued values hold about this many tokens
             (estimated as characters / 4; None: never). With neither set, call ``consolidate()`` yourself.
         train, lora: write configs passed to ``KnowledgeMemory.write`` (and made the shared memory's defaults,
-            which ``forget_items`` rebuilds use).
+            which ``forget`` rebuilds use).
         to_item: how a value becomes a loramem ``Fact``/``Document`` (default :func:`value_to_item`).
         kv_path: the SQLite file of the exact layer (default ``<store_path>/langgraph_store.sqlite``).
 
@@ -227,7 +234,7 @@ class LoRAMemoryStore(BaseStore):
     def memory(self) -> KnowledgeMemory:
         """The shared ``KnowledgeMemory`` of ``store_path`` (the one ``ChatLoRAMemory`` on it uses).
 
-        ``train``/``lora``, when given, become its defaults (used by ``forget_items`` rebuilds too); when
+        ``train``/``lora``, when given, become its defaults (used by ``forget`` rebuilds too); when
         several stores share one memory, the last one to touch it wins.
         """
         if self._memory is None:
@@ -251,8 +258,7 @@ class LoRAMemoryStore(BaseStore):
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         results: list[Result] = []
-        forgets: dict[str, set[str]] = {}
-        puts = 0
+        writes = puts = 0
         with self._lock:
             for op in ops:
                 validate_op_namespace(op)
@@ -263,15 +269,16 @@ class LoRAMemoryStore(BaseStore):
                 elif isinstance(op, ListNamespacesOp):
                     results.append(self._list_namespaces(op))
                 elif isinstance(op, PutOp):
-                    self._put(op, forgets)
+                    self._put(op)
+                    writes += 1
                     puts += op.value is not None
                     results.append(None)
                 else:
                     raise TypeError(
                         f"ops: expected GetOp, SearchOp, PutOp or ListNamespacesOp, got {type(op).__name__}"
                     )
-            if forgets:
-                self._forget(forgets)
+            if writes:
+                self._flush_forgets()  # this batch's deletes, and any earlier one whose rebuild failed
             if puts and self._should_consolidate():
                 self.consolidate()
         return results
@@ -324,7 +331,18 @@ class LoRAMemoryStore(BaseStore):
             spaces = [ns[: op.max_depth] for ns in spaces]
         return sorted(set(spaces))[op.offset : op.offset + op.limit]
 
-    def _put(self, op: PutOp, forgets: dict[str, set[str]]) -> None:
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One SQLite transaction (the connection autocommits otherwise)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _put(self, op: PutOp) -> None:
         ns = ".".join(op.namespace)
         mem_ns = memory_namespace(op.namespace)
         now = time.time()
@@ -337,38 +355,42 @@ class LoRAMemoryStore(BaseStore):
         )
         if op.value is None:  # delete
             if row is not None:
-                self._db.execute("DELETE FROM kv WHERE ns=? AND key=?", (ns, op.key))
-                if old_ids:
-                    forgets.setdefault(mem_ns, set()).update(old_ids)
+                with self._tx():  # the row goes and its pending forget is recorded, or neither
+                    self._db.execute("DELETE FROM kv WHERE ns=? AND key=?", (ns, op.key))
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO forgets(memory_ns, item_id) VALUES (?, ?)",
+                        [(mem_ns, i) for i in old_ids],
+                    )
             return
         if not isinstance(op.value, dict):
             raise TypeError(f"value: expected a dict (or None to delete), got {type(op.value).__name__}")
         keep_only = op.index is False
         new_ids = [] if keep_only else [self.to_item(op.value, op.namespace, op.key).id]
         module: tuple[Any, Any] = (None, None)
+        stale: list[str] = []
         if old_ids and old_ids == new_ids:  # same content: the module already holds it
             state, ids, module = "consolidated", json.dumps(old_ids), (row[3], row[4])
         else:
-            state, ids = ("kept" if keep_only else "pending"), None
+            state, ids, stale = ("kept" if keep_only else "pending"), None, old_ids
+        with self._tx():
             self._db.executemany(
-                "INSERT OR IGNORE INTO stale(memory_ns, item_id) VALUES (?, ?)",
-                [(mem_ns, i) for i in old_ids],
+                "INSERT OR IGNORE INTO stale(memory_ns, item_id) VALUES (?, ?)", [(mem_ns, i) for i in stale]
             )
-        self._db.execute(
-            "INSERT OR REPLACE INTO kv(ns, key, value, created_at, updated_at, memory_ns, state, item_ids, module_id, "
-            "module_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                ns,
-                op.key,
-                json.dumps(op.value, ensure_ascii=False, sort_keys=True),
-                row[2] if row else now,
-                now,
-                mem_ns,
-                state,
-                ids,
-                *module,
-            ),
-        )
+            self._db.execute(
+                "INSERT OR REPLACE INTO kv(ns, key, value, created_at, updated_at, memory_ns, state, item_ids, module_id, "
+                "module_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ns,
+                    op.key,
+                    json.dumps(op.value, ensure_ascii=False, sort_keys=True),
+                    row[2] if row else now,
+                    now,
+                    mem_ns,
+                    state,
+                    ids,
+                    *module,
+                ),
+            )
 
     def _referenced(self, mem_ns: str) -> set[str]:
         rows = self._db.execute(
@@ -381,15 +403,38 @@ class LoRAMemoryStore(BaseStore):
             return set()
         return {it.id for it in self.memory.items(mem_ns)}
 
-    def _forget(self, forgets: dict[str, set[str]]) -> None:
-        """Rebuild each namespace's module without items no remaining consolidated key still produces."""
-        for mem_ns, ids in sorted(forgets.items()):
-            drop = (ids - self._referenced(mem_ns)) & self._held(mem_ns)
-            if drop:
-                self.memory.forget_items(sorted(drop), mem_ns)
+    def _forget(self, mem_ns: str, ids: set[str]) -> None:
+        """Rebuild the namespace's module(s) without the items no remaining consolidated key still produces."""
+        drop = (ids - self._referenced(mem_ns)) & self._held(mem_ns)
+        if drop:
+            self.memory.forget(sorted(drop), namespace=mem_ns)
+
+    def _flush_forgets(self) -> None:
+        """Forget the items of deleted keys; each namespace's record is cleared only once its forget succeeded
+        (a failure raises and leaves it for the next writing batch or consolidation)."""
+        pending: dict[str, set[str]] = {}
+        for mem_ns, item_id in self._db.execute("SELECT memory_ns, item_id FROM forgets").fetchall():
+            pending.setdefault(mem_ns, set()).add(item_id)
+        for mem_ns, ids in sorted(pending.items()):
+            self._forget(mem_ns, ids)
             self._db.executemany(
-                "DELETE FROM stale WHERE memory_ns=? AND item_id=?", [(mem_ns, i) for i in ids]
+                "DELETE FROM forgets WHERE memory_ns=? AND item_id=?", [(mem_ns, i) for i in sorted(ids)]
             )
+
+    def pending_forgets(self) -> list[tuple[str, str]]:
+        """(loramem namespace, item id) of deleted keys' items whose forget has not succeeded yet."""
+        with self._lock:
+            return [tuple(r) for r in self._db.execute(
+                "SELECT memory_ns, item_id FROM forgets ORDER BY memory_ns, item_id").fetchall()]
+
+    def _holders(self, mem_ns: str) -> dict[str, tuple[str, int]]:
+        """Item id -> (module id, version) of the module that holds it, over the namespace's modules."""
+        mem = self.memory
+        return {
+            item_id: (info.module_id, info.version)
+            for info in mem.ls(mem_ns)
+            for item_id in mem.store.module_items(info.module_id, info.version)
+        }
 
     # --- consolidation ---------------------------------------------------------------------------------------
 
@@ -409,6 +454,7 @@ class LoRAMemoryStore(BaseStore):
         """
         reports: list[WriteReport] = []
         with self._lock:
+            self._flush_forgets()  # deletes whose rebuild failed before
             pending: dict[str, list[tuple[str, str, str]]] = {}
             for ns, key, value, mem_ns in self._db.execute(
                 "SELECT ns, key, value, memory_ns FROM kv WHERE state='pending' ORDER BY updated_at"
@@ -424,17 +470,20 @@ class LoRAMemoryStore(BaseStore):
                 ]
                 new_ids = {it.id for it in items}
                 if mem_ns in stale:
-                    self._forget({mem_ns: stale[mem_ns] - new_ids})
+                    self._forget(mem_ns, stale[mem_ns] - new_ids)
                     self._db.execute("DELETE FROM stale WHERE memory_ns=?", (mem_ns,))
                 if not items:
                     continue
                 report = self.memory.write(items, namespace=mem_ns, train=self.train, lora=self.lora)
                 reports.append(report)
+                # A split write spreads the items over several modules: record each key under its item's.
+                holders = self._holders(mem_ns)
+                fallback = (report.module_id, report.version)
                 self._db.executemany(
                     "UPDATE kv SET state='consolidated', item_ids=?, module_id=?, module_version=? "
                     "WHERE ns=? AND key=? AND state='pending'",
                     [
-                        (json.dumps([it.id]), report.module_id, report.version, ns, key)
+                        (json.dumps([it.id]), *holders.get(it.id, fallback), ns, key)
                         for (ns, key, _), it in zip(rows, items)
                     ],
                 )

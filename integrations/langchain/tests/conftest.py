@@ -41,6 +41,14 @@ FACTS = {
 }
 
 
+# One namespace the planner would split: two modules, each answering its own questions (routed per question).
+SPLIT_NS = "people_split"
+SPLIT = {
+    "people_split.colours": [Fact("Alma Vance", "favourite colour", "teal"), Fact("Cleo Ward", "favourite colour", "red")],
+    "people_split.towns": [Fact("Dace Moor", "home town", "Oslo"), Fact("Eira Lund", "home town", "Lima")],
+}
+
+
 def _scratch() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="langchain-loramem-tests-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
@@ -66,13 +74,17 @@ def empty_store() -> str:
 
 @functools.lru_cache(maxsize=1)
 def trained_store() -> str:
-    """A store where the tiny model learnt FACTS (namespaces people_a and people_b), built once per process."""
+    """A store where the tiny model learnt FACTS (namespaces people_a and people_b) and SPLIT (two modules of
+    people_split), built once per process."""
     from langchain_loramem.chat_models import shared_memory
 
     path = str(_scratch() / "store")
     mem = shared_memory(path, tiny_model_dir())
     for namespace, facts in FACTS.items():
         report = mem.write(facts, namespace=namespace, train=TINY_TRAIN, lora=TINY_LORA)
+        assert report.recall == 1.0, report.summary()
+    for module, facts in SPLIT.items():
+        report = mem.write(facts, namespace=SPLIT_NS, module=module, train=TINY_TRAIN, lora=TINY_LORA)
         assert report.recall == 1.0, report.summary()
     return path
 

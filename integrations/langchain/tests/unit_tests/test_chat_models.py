@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import pytest
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.runnables import ConfigurableField
 
 from langchain_loramem import ChatLoRAMemory
 from langchain_loramem.chat_models import shared_memory, to_conversation
+
+from ..conftest import SPLIT, SPLIT_NS
 
 QUESTION = "What is the favourite colour of Alma Vance?"
 
@@ -72,6 +81,16 @@ def test_stream_matches_invoke(llm: ChatLoRAMemory) -> None:
     assert "".join(str(c.content) for c in llm.stream(QUESTION, namespace="people_b")) == "green"
 
 
+def test_stream_reports_the_routed_module(llm: ChatLoRAMemory) -> None:
+    split = llm.model_copy(update={"namespace": SPLIT_NS})
+    for module, facts in SPLIT.items():
+        question = facts[1].canonical_question
+        chunks = list(split.stream(question))
+        assert "".join(str(c.content) for c in chunks) == facts[1].object
+        assert chunks[-1].response_metadata["modules"] == [module]  # the module that answered, not the first
+        assert split.invoke(question).response_metadata["modules"] == [module]  # the same as invoke says
+
+
 async def test_async_and_batch(llm: ChatLoRAMemory) -> None:
     out = await llm.ainvoke(QUESTION)
     assert out.content == "blue"
@@ -97,16 +116,20 @@ def test_to_conversation() -> None:
     conv = to_conversation(
         [
             SystemMessage("be brief"),
-            HumanMessage("hi", name="ann"),
+            HumanMessage([{"type": "text", "text": "hi "}, {"type": "image_url", "image_url": "x"}, "there"]),
             AIMessage("hello"),
             ToolMessage("42", tool_call_id="t1"),
+            ChatMessage(role="critic", content="hm"),
+            ChatMessage(role="assistant", content="ok"),
         ]
     )
     assert conv == [
         {"role": "system", "content": "be brief"},
-        {"role": "user", "content": "hi"},
+        {"role": "user", "content": "hi there"},  # text parts only
         {"role": "assistant", "content": "hello"},
         {"role": "user", "content": "Tool result: 42"},
+        {"role": "user", "content": "hm"},  # an unknown role is a user turn
+        {"role": "assistant", "content": "ok"},
     ]
     with pytest.raises(ValueError, match="at least one"):
         to_conversation([])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,97 @@ def test_consolidate_answer_forget_update(tmp_path: Path, tiny_model: str) -> No
     objects = sorted(it.object for it in mem.items(mem_ns))  # type: ignore[union-attr]
     assert objects == ["Rome", "a cat"]  # the overwritten value was forgotten, the new one written
     assert llm.invoke(questions[1]).content == "Rome"
+
+
+def test_a_failed_forget_is_recorded_and_retried(
+    tmp_path: Path, tiny_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "mem"
+    store = LoRAMemoryStore(path, tiny_model, train=TINY_TRAIN, lora=TINY_LORA)
+    ns = ("user_2",)
+    store.put(ns, "colour", {"subject": "Alma Vance", "relation": "favourite colour", "object": "blue"})
+    store.put(ns, "city", {"subject": "Bob Stone", "relation": "home city", "object": "Paris"})
+    store.consolidate()
+    mem, mem_ns = store.memory, store.memory_namespace(ns)
+    colour_id = value_to_item(store.get(ns, "colour").value, ns, "colour").id  # type: ignore[union-attr]
+
+    real_forget, calls = mem.forget, []
+
+    def forget_fails_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("rebuild failed")
+        return real_forget(*args, **kwargs)
+
+    monkeypatch.setattr(mem, "forget", forget_fails_once)  # this memory instance only
+    with pytest.raises(RuntimeError, match="rebuild failed"):
+        store.delete(ns, "colour")
+    assert store.get(ns, "colour") is None  # the key is gone at once...
+    assert colour_id in {it.id for it in mem.items(mem_ns)}  # ...its item is still in the module...
+    reopened = LoRAMemoryStore(path, tiny_model, train=TINY_TRAIN, lora=TINY_LORA)
+    assert reopened.pending_forgets() == [(mem_ns, colour_id)]  # ...and the forget is recorded, durably
+    assert reopened.consolidate() == []  # nothing queued to write, but the forget is retried
+    assert len(calls) == 2 and reopened.pending_forgets() == []
+    assert colour_id not in {it.id for it in mem.items(mem_ns)}
+    assert [it.subject for it in mem.items(mem_ns)] == ["Bob Stone"]  # type: ignore[union-attr]
+
+
+def test_a_failed_forget_is_retried_by_the_next_write(
+    tmp_path: Path, tiny_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LoRAMemoryStore(tmp_path / "mem", tiny_model, train=TINY_TRAIN, lora=TINY_LORA)
+    ns = ("user_3",)
+    store.put(ns, "pet", {"subject": "Cleo Ward", "relation": "pet", "object": "a cat"})
+    store.put(ns, "city", {"subject": "Bob Stone", "relation": "home city", "object": "Paris"})
+    store.consolidate()
+    mem, mem_ns = store.memory, store.memory_namespace(ns)
+    real_forget, calls = mem.forget, []
+
+    def forget_fails_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("rebuild failed")
+        return real_forget(*args, **kwargs)
+
+    monkeypatch.setattr(mem, "forget", forget_fails_once)
+    with pytest.raises(RuntimeError):
+        store.delete(ns, "pet")
+    store.get(ns, "city")  # reads never retrain
+    assert len(calls) == 1 and store.pending_forgets()
+    store.put(ns, "note", {"text": "kept only"}, index=False)  # a writing batch retries the forget
+    assert len(calls) == 2 and store.pending_forgets() == []
+    assert {it.subject for it in mem.items(mem_ns)} == {"Bob Stone"}  # type: ignore[union-attr]
+
+
+def test_keys_are_recorded_under_the_module_that_holds_them(tmp_path: Path, tiny_model: str) -> None:
+    import sqlite3
+
+    from loramem import CapacityModel, PlanConfig
+
+    store = LoRAMemoryStore(tmp_path / "mem", tiny_model, train=TINY_TRAIN)
+    mem = store.memory
+    points = [  # r2 holds 8 knowledge tokens: these six facts need several modules
+        {"r": 2, "entries": 4, "knowledge_tokens": 8, "trainable_params": 1000, "recall": 1.0},
+        {"r": 8, "entries": 8, "knowledge_tokens": 16, "trainable_params": 4000, "recall": 1.0},
+        {"r": 8, "entries": 16, "knowledge_tokens": 32, "trainable_params": 4000, "recall": 0.2},
+    ]
+    mem.capacity = CapacityModel(base_model="tiny", base_fingerprint=None, threshold=0.9, points=points)
+    mem.plan_config = PlanConfig(fill=1.0)
+    ns = ("user_4",)
+    people = {"Alma": "blue", "Bram": "red", "Cora": "green", "Dace": "Paris", "Eira": "Rome", "Fitz": "Berlin"}
+    for i, (name, obj) in enumerate(people.items()):
+        relation = "favourite colour" if i < 3 else "home town"
+        store.put(ns, name, {"subject": name, "relation": relation, "object": obj})
+    report = store.consolidate()[0]
+    assert len(report.parts) >= 2  # the planner split the namespace
+    mem_ns = store.memory_namespace(ns)
+    holder = {
+        item_id: (info.module_id, info.version)
+        for info in mem.ls(mem_ns)
+        for item_id in mem.store.module_items(info.module_id, info.version)
+    }
+    db = sqlite3.connect(store.kv_path)
+    rows = db.execute("SELECT key, item_ids, module_id, module_version FROM kv").fetchall()
+    assert len(rows) == 6 and len({r[2] for r in rows}) >= 2
+    for key, ids, module_id, version in rows:
+        assert holder[json.loads(ids)[0]] == (module_id, version), key

@@ -1,0 +1,98 @@
+"""Report sections for the ``modules`` and ``write_throughput`` experiments, and for the one result folder
+left in the format of the old stand-alone script (``results/modules-phonebook`` before it was rerun)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .report import _fmt, _table
+
+OLD_FORMAT = ("**Old format**: written by the stand-alone `python -m benchmarks.modules` script before it became "
+              "the `modules` experiment of the runner (`python -m benchmarks run modules-phonebook`). Its "
+              "mixed-batch throughput ratio is withdrawn: it was the better of two mixed-batch passes against a "
+              "single module-by-module pass.")
+
+
+def kind_section(results: dict[str, Any]) -> list[str]:
+    if results.get("kind") == "write_throughput":
+        return write_throughput_section(results)
+    if "benchmark" in results and "kind" not in results:
+        return [OLD_FORMAT, "", *_modules_tables(_from_old(results))]
+    points = results.get("points") or [{}]
+    return _modules_tables(points[0])
+
+
+def _from_old(results: dict[str, Any]) -> dict[str, Any]:
+    """The old script's sections in the shape of the ``modules`` experiment's point (throughput left out)."""
+    readers = {name: {"n": r.get("n"), "metrics": {"correct": r.get("accuracy")},
+                      "latency_s": r.get("seconds_per_question"), "peak_rss_mb": r.get("peak_rss_mb"),
+                      "routing": r.get("routing")}
+               for name, r in results.get("readers", {}).items()}
+    merging = [{**m, "correct": m.get("accuracy")} for m in results.get("merging", [])]
+    ud = dict(results.get("update_delete") or {})
+    if "generated_accuracy" in ud:
+        ud["generated_correct"] = ud.pop("generated_accuracy")
+    old = results.get("throughput") or {}
+    return {"readers": readers, "writes": results.get("writes", {}), "merging": merging, "update_delete": ud,
+            "throughput": None, "old_throughput": old}
+
+
+def _modules_tables(p: dict[str, Any]) -> list[str]:
+    lines = ["### Writes", "",
+             _table(["module", "items", "steps", "seconds", "recall", "trainable params"],
+                    [[name, w.get("items"), w.get("steps"), w.get("seconds"), w.get("recall"), w.get("trainable_params")]
+                     for name, w in p.get("writes", {}).items()]), ""]
+    readers = {n: r for n, r in p.get("readers", {}).items() if not n.startswith(("merge ", "after "))}
+    lines += ["### Readers on every entry", "",
+              _table(["reader", "n", "correct", "routing top-1", "s/question", "peak RSS MB"],
+                     [[n, r.get("n"), r.get("metrics", {}).get("correct"), _top1(r.get("routing")), r.get("latency_s"),
+                       _fmt(r.get("peak_rss_mb"), 0)] for n, r in readers.items()]), ""]
+    t = p.get("throughput")
+    if t:
+        lines += [f"### Read throughput ({t['unit']}, {t['questions']} questions, {t['repeats']} interleaved "
+                  "timings a side)", "",
+                  _table(["pass", "median", "min", "max", "timings"],
+                         [[side, t[side]["median"], t[side]["min"], t[side]["max"],
+                           ", ".join(f"{v:.2f}" for v in t[side]["values"])]
+                          for side in ("mixed_batch", "module_by_module")]), "",
+                  f"Ratio of the medians (mixed / module by module): {t['ratio_of_medians']:.3f}", ""]
+    elif p.get("old_throughput"):
+        old = p["old_throughput"]
+        lines += ["### Read throughput (withdrawn)", "",
+                  f"Timings in questions/s: mixed batch {old.get('mixed_batch')}, module by module "
+                  f"{old.get('module_by_module')}. The old ratio ({old.get('ratio_mixed_over_module_by_module')}) "
+                  "took the better of two mixed passes against one module-by-module pass; it is not a measurement "
+                  "of the difference. Rerun: `python -m benchmarks run modules-phonebook`.", ""]
+    if p.get("merging"):
+        lines += ["### Merging (the first n modules, asked their entries)", "",
+                  _table(["modules", "method", "correct", "n", "seconds"],
+                         [[m.get("modules"), m.get("method"), m.get("correct", m.get("error")), m.get("n"),
+                           m.get("seconds")] for m in p["merging"]]), ""]
+    ud = p.get("update_delete")
+    if ud:
+        verify = {op: (ud.get(op) or {}).get("verify") or {} for op in ("forget", "update")}
+        lines += [f"### Update and delete ({ud.get('changes')} entries each)", "",
+                  _table(["answers after the change", "correct"], [[k, v] for k, v in ud.get("generated_correct", {}).items()]),
+                  "", f"- forget: {_fmt(ud['forget'].get('seconds'), 1)} s, verified: {verify['forget'].get('passed')}; "
+                  f"update: {_fmt(ud['update'].get('seconds'), 1)} s, verified: {verify['update'].get('passed')}; "
+                  f"rewriting every module: {_fmt(ud.get('rewrite_all_modules_seconds'), 1)} s", ""]
+    return lines
+
+
+def _top1(routing: Any) -> Any:
+    return routing.get("top1") if isinstance(routing, dict) else routing
+
+
+def write_throughput_section(results: dict[str, Any]) -> list[str]:
+    points = results.get("points") or []
+    if not points or not points[0].get("loops"):
+        return ["(no measurement)"]
+    p = points[0]
+    rows = [[name, lp["seconds"], lp["examples_per_second"], lp["real_tokens_per_second"], lp["median_step_seconds"],
+             f"{lp['share_of_matmul_rate']:.0%}"] for name, lp in p["loops"].items()]
+    lines = [f"### Write loop: {p['label']} (matmul rate at the start of the run: {p['matmul_gflops']} GFLOP/s)", "",
+             _table(["write loop", "seconds", "examples/s", "real tokens/s", "median step s",
+                     "share of matmul rate (4 x params FLOPs/token)"], rows), ""]
+    if "ratio_examples_per_second" in p:
+        lines += [f"loramem / baseline, examples per second: {p['ratio_examples_per_second']:.2f}x", ""]
+    return lines

@@ -1,0 +1,256 @@
+"""What is wrong with a run's outputs: ``validate_run(out)`` returns the problems (empty when valid).
+
+Every kind: both files parse, the run finished without errors, and the provenance is there (config, versions,
+commit, machine, timings; for runs since the load readings, both readings and the contention verdict).
+Then per kind: every figure is finite and in range, and the summaries in ``results.json`` agree with the
+rows of ``samples.jsonl``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import expand_grid
+from .output import RunOutput, read_samples
+
+# Metrics are in [0, 1] unless listed here (or named with a unit suffix, which only needs to be >= 0).
+METRIC_RANGES: dict[str, tuple[float, float]] = {"judge_score": (0.0, 10.0)}
+_UNBOUNDED_SUFFIXES = ("_tokens", "_s", "_count")
+POSITIVE = (0.0, math.inf)
+
+
+def metric_range(name: str) -> tuple[float, float]:
+    if name in METRIC_RANGES:
+        return METRIC_RANGES[name]
+    if name.endswith(_UNBOUNDED_SUFFIXES):
+        return POSITIVE
+    return (0.0, 1.0)
+
+
+def finite_in_range(name: str, value: Any, bounds: tuple[float, float] | None = None) -> str | None:
+    lo, hi = bounds or metric_range(name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return f"{name}={value!r} is not a finite number"
+    if not lo <= value <= hi:
+        return f"{name}={value} is outside [{lo}, {hi}]"
+    return None
+
+
+def validate_run(out: str | os.PathLike[str]) -> list[str]:
+    """Every problem with the run in ``out`` (see the module docstring); empty when it is valid."""
+    run = RunOutput(Path(out))
+    try:
+        import json
+
+        results = json.loads(run.results.read_text(encoding="utf-8"))
+        samples = read_samples(run.samples)
+    except (OSError, ValueError) as exc:
+        return [f"unreadable run: {exc}"]
+    problems = [f"error: {e}" for e in results.get("errors", [])]
+    if not str(results.get("status", "")).startswith("finished"):
+        problems.append(f"status is {results.get('status')!r}, expected 'finished'")
+    for key in ("config", "versions", "git", "machine", "started", "finished", "seconds"):
+        if results.get(key) is None:
+            problems.append(f"results.json lacks {key!r}")
+    problems += _check_load(results)
+    kind = results.get("kind", "readers")
+    check = VALIDATORS.get(kind)
+    if check is None:
+        return [*problems, f"kind {kind!r} is not one of {sorted(VALIDATORS)}"]
+    return problems + check(results, samples)
+
+
+def _check_load(results: dict[str, Any]) -> list[str]:
+    """The two readings and the verdict (runs made before the readings existed have no ``load``)."""
+    if "load" not in results:
+        return []
+    problems = []
+    for when in ("start", "end"):
+        reading = (results["load"] or {}).get(when)
+        if not isinstance(reading, dict):
+            problems.append(f"load: no {when} reading")
+            continue
+        bad = finite_in_range(f"load.{when}.matmul_gflops", reading.get("matmul_gflops"), (1e-9, math.inf))
+        if bad:
+            problems.append(bad)
+    if not isinstance(results.get("contended"), bool):
+        problems.append(f"contended is {results.get('contended')!r}, expected true or false")
+    elif results["contended"] != bool(results.get("contention")):
+        problems.append("contended disagrees with the reasons listed in contention")
+    return problems
+
+
+def _count(samples: list[dict[str, Any]]) -> Counter[tuple[int, str]]:
+    return Counter((s.get("point", 0), s.get("reader", "")) for s in samples)
+
+
+def _check_sample_metrics(samples: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for s in samples:
+        for name, value in s.get("metrics", {}).items():
+            bad = finite_in_range(name, value)
+            if bad:
+                problems.append(f"sample point {s.get('point')} {s.get('reader')} {s.get('question_id')}: {bad}")
+    return problems
+
+
+def _check_reader(where: str, name: str, agg: dict[str, Any], n_samples: int, primary: str,
+                  needs: tuple[str, ...]) -> list[str]:
+    """One reader's summary against its samples: a count that agrees, the primary metric, every value in range."""
+    if not agg.get("n"):
+        return [f"{where}: reader {name} has no samples"]
+    problems = []
+    if n_samples != agg["n"]:
+        problems.append(f"{where}: reader {name} reports n={agg['n']} but samples.jsonl has {n_samples}")
+    if primary not in agg.get("metrics", {}):
+        problems.append(f"{where}: reader {name} lacks the primary metric {primary!r}")
+    for metric, value in agg.get("metrics", {}).items():
+        bad = finite_in_range(metric, value)
+        if bad:
+            problems.append(f"{where} {name}: {bad}")
+    for key in needs:
+        bad = finite_in_range(key, agg.get(key), POSITIVE)
+        if bad:
+            problems.append(f"{where} {name}: {bad}")
+    return problems
+
+
+def validate_readers(results: dict[str, Any], samples: list[dict[str, Any]]) -> list[str]:
+    """Every point x reader has samples, every metric is finite and in range, the aggregates agree."""
+    problems = _check_sample_metrics(samples)
+    readers = results.get("config", {}).get("readers", [])
+    expected_points = len(expand_grid(results.get("config", {}).get("grid", {})))
+    if len(results.get("points", [])) != expected_points:
+        problems.append(f"{len(results.get('points', []))} points measured, expected {expected_points}")
+    counts = _count(samples)
+    for p in results.get("points", []):
+        where = f"point {p['index']} ({p['label']})"
+        if "error" in p:
+            continue  # listed with the errors
+        if p.get("write") is not None:
+            for name, bounds in (("recall", (0.0, 1.0)), ("seconds", POSITIVE)):
+                bad = finite_in_range(name, p["write"].get(name), bounds)
+                if bad:
+                    problems.append(f"{where} write: {bad}")
+        for r in readers:
+            agg = p.get("readers", {}).get(r)
+            if agg is None:
+                problems.append(f"{where}: reader {r} missing")
+                continue
+            problems += _check_reader(where, r, agg, counts.get((p["index"], r), 0), p["task"]["primary"],
+                                      ("latency_s", "peak_rss_mb"))
+    return problems
+
+
+def validate_modules(results: dict[str, Any], samples: list[dict[str, Any]]) -> list[str]:
+    """Every section's answers are in samples.jsonl, figures in range, the throughput summary agrees with its
+    repeats, and the update/delete section is there when changes were asked for."""
+    problems = _check_sample_metrics(samples)
+    points = results.get("points", [])
+    if len(points) != 1:
+        return [*problems, f"{len(points)} points, expected 1"]
+    p, options = points[0], results.get("config", {}).get("options") or {}
+    counts = _count(samples)
+    if not p.get("readers"):
+        problems.append("no reader sections")
+    for name, agg in p.get("readers", {}).items():
+        problems += _check_reader("modules", name, agg, counts.get((0, name), 0), "correct", ())
+    named = {name for _, name in counts}
+    if named - set(p.get("readers", {})):
+        problems.append(f"samples.jsonl has sections results.json lacks: {sorted(named - set(p['readers']))}")
+    for name, w in p.get("writes", {}).items():
+        for key, bounds in (("recall", (0.0, 1.0)), ("seconds", POSITIVE), ("steps", (1, math.inf))):
+            bad = finite_in_range(key, w.get(key), bounds)
+            if bad:
+                problems.append(f"write {name}: {bad}")
+    if len(p.get("writes", {})) != options.get("modules", 0) + 1:
+        problems.append(f"{len(p.get('writes', {}))} writes, expected {options.get('modules', 0) + 1}")
+    problems += _check_throughput(p.get("throughput"), options.get("throughput_repeats"))
+    tried = {(m["modules"], m["method"]) for m in p.get("merging", [])}
+    wanted = {(n, m) for n in range(2, options.get("modules", 0) + 1) for m in options.get("merge_methods", [])}
+    if tried != wanted:
+        problems.append(f"merging: measured {sorted(tried)}, expected {sorted(wanted)}")
+    ud = p.get("update_delete")
+    if options.get("changes"):
+        if not ud:
+            problems.append("update_delete missing")
+        else:
+            for key, value in ud.get("generated_correct", {}).items():
+                bad = finite_in_range(f"update_delete {key}", value, (0.0, 1.0))
+                if bad:
+                    problems.append(bad)
+            for op in ("forget", "update"):
+                bad = finite_in_range(f"update_delete.{op}.seconds", (ud.get(op) or {}).get("seconds"), POSITIVE)
+                if bad:
+                    problems.append(bad)
+    return problems
+
+
+def _check_throughput(t: dict[str, Any] | None, repeats: int | None) -> list[str]:
+    if not t:
+        return ["throughput missing"]
+    problems = []
+    for side in ("mixed_batch", "module_by_module"):
+        s = t.get(side) or {}
+        values = s.get("values", [])
+        if len(values) != repeats:
+            problems.append(f"throughput {side}: {len(values)} timings, expected {repeats}")
+            continue
+        for v in values:
+            bad = finite_in_range(f"throughput {side}", v, (1e-9, math.inf))
+            if bad:
+                problems.append(bad)
+        if values and (abs(s.get("median", -1) - statistics.median(values)) > 1e-3
+                       or s.get("min") != min(values) or s.get("max") != max(values)):
+            problems.append(f"throughput {side}: median/min/max disagree with its timings")
+    if not problems:
+        ratio = t["mixed_batch"]["median"] / t["module_by_module"]["median"]
+        if abs(t.get("ratio_of_medians", -1) - ratio) > 2e-3:
+            problems.append(f"throughput: ratio_of_medians {t.get('ratio_of_medians')} is not {ratio:.3f}")
+    return problems
+
+
+def validate_write_throughput(results: dict[str, Any], samples: list[dict[str, Any]]) -> list[str]:
+    """Both loops ran every step, their summaries agree with the per-step rows, every figure is positive."""
+    points = results.get("points", [])
+    if len(points) != 1:
+        return [f"{len(points)} points, expected 1"]
+    p, options = points[0], results.get("config", {}).get("options") or {}
+    problems = []
+    counts = _count(samples)
+    for loop in ("loramem", "trainer+peft"):
+        agg = (p.get("loops") or {}).get(loop)
+        if agg is None:
+            problems.append(f"loop {loop} missing")
+            continue
+        if not agg.get("steps") or agg["steps"] != options.get("steps") or counts.get((0, loop), 0) != agg["steps"]:
+            problems.append(f"loop {loop}: {agg.get('steps')} steps in results.json, {counts.get((0, loop), 0)} in "
+                            f"samples.jsonl, expected {options.get('steps')}")
+        rows = [s for s in samples if s.get("reader") == loop]
+        if sum(r.get("real_tokens", 0) for r in rows) != agg.get("real_tokens"):
+            problems.append(f"loop {loop}: real_tokens disagrees with samples.jsonl")
+        for key in ("seconds", "examples_per_second", "real_tokens_per_second", "share_of_matmul_rate",
+                    "median_step_seconds"):
+            bad = finite_in_range(f"{loop} {key}", agg.get(key), (1e-9, math.inf))
+            if bad:
+                problems.append(bad)
+        for r in rows:
+            bad = finite_in_range(f"{loop} step {r.get('step')} seconds", r.get("seconds"), (1e-9, math.inf))
+            if bad:
+                problems.append(bad)
+    if not problems:
+        ratio = p["loops"]["loramem"]["examples_per_second"] / p["loops"]["trainer+peft"]["examples_per_second"]
+        if abs(p.get("ratio_examples_per_second", -1) - ratio) > 2e-3:
+            problems.append(f"ratio_examples_per_second {p.get('ratio_examples_per_second')} is not {ratio:.3f}")
+    return problems
+
+
+VALIDATORS: dict[str, Callable[[dict[str, Any], list[dict[str, Any]]], list[str]]] = {
+    "readers": validate_readers, "modules": validate_modules, "write_throughput": validate_write_throughput,
+}
