@@ -4,11 +4,12 @@ fact-level forget/update (verified), and the capacity model that drives planning
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
-from conftest import COLOURS, NAMES
+from conftest import COLOURS, FAST_LORA, FAST_TRAIN, NAMES
 
-from loramem import Fact, LoraSpec
+from loramem import Fact, KnowledgeMemory, LoraSpec
 from loramem.calibration import calibrate
 from loramem.capacity import CapacityModel
 from loramem.config import MERGE_METHODS, PlanConfig, ReadConfig
@@ -18,17 +19,33 @@ TOWNS = ["Paris", "Rome", "Berlin"]
 TOWN_PEOPLE = ["Dace", "Eira", "Fitz"]
 
 
-def _two_modules(mem, facts):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def two_module_store(tmp_path_factory, tiny_model_dir):  # type: ignore[no-untyped-def]
+    """A store with two named modules in one namespace, written once per file (writes are reproducible)."""
+    root = tmp_path_factory.mktemp("two") / "store"
+    facts = [Fact(n, "favourite colour", c) for n, c in zip(NAMES[:3], COLOURS[:3])]
     towns = [Fact(n, "home town", t) for n, t in zip(TOWN_PEOPLE, TOWNS)]
-    a = mem.write(facts[:3], namespace="ns", module="ns.colours")
-    b = mem.write(towns, namespace="ns", module="ns.towns")
+    with KnowledgeMemory.open(root, model=str(tiny_model_dir), train=FAST_TRAIN, lora=FAST_LORA) as m:
+        a = m.write(facts, namespace="ns", module="ns.colours")
+        b = m.write(towns, namespace="ns", module="ns.towns")
     assert a.module_id == "ns.colours" and b.module_id == "ns.towns" and a.reached_target and b.reached_target
-    questions = [f.canonical_question for f in facts[:3]] + [f.canonical_question for f in towns]
-    return questions, COLOURS[:3] + TOWNS
+    return root
 
 
-def test_module_keyword_writes_named_modules(mem, facts):
-    _two_modules(mem, facts)
+@pytest.fixture
+def two(two_module_store, tmp_path, tiny_model_dir):  # type: ignore[no-untyped-def]
+    """(memory on a fresh copy of the two-module store, the six questions, their answers)."""
+    shutil.copytree(two_module_store, tmp_path / "two")
+    m = KnowledgeMemory.open(tmp_path / "two", model=str(tiny_model_dir), train=FAST_TRAIN, lora=FAST_LORA)
+    held = [Fact(n, "favourite colour", c) for n, c in zip(NAMES[:3], COLOURS[:3])]
+    held += [Fact(n, "home town", t) for n, t in zip(TOWN_PEOPLE, TOWNS)]
+    questions = [f.canonical_question for f in held]
+    yield m, questions, COLOURS[:3] + TOWNS
+    m.close()
+
+
+def test_module_keyword_writes_named_modules(two, facts):
+    mem, _, _ = two
     assert sorted(i.module_id for i in mem.ls("ns")) == ["ns.colours", "ns.towns"]
     again = mem.write(facts[:3], namespace="ns", module="ns.colours")
     assert again.items_written == 0 and again.version == 1
@@ -37,8 +54,8 @@ def test_module_keyword_writes_named_modules(mem, facts):
         mem.write(facts[3:4], namespace="other", module="ns.towns")
 
 
-def test_mixed_batch_is_one_pass_and_matches_switching(mem, facts):
-    questions, expected = _two_modules(mem, facts)
+def test_mixed_batch_is_one_pass_and_matches_switching(two, facts):
+    mem, questions, expected = two
     oracle = ["ns.colours"] * 3 + ["ns.towns"] * 3
     mem.ask(questions[:1], "ns", module="ns.colours")  # the PeftModel exists from here on
     calls = []
@@ -63,8 +80,8 @@ def test_mixed_batch_is_one_pass_and_matches_switching(mem, facts):
     assert base[0].modules == [] and base[1].text == expected[1]
 
 
-def test_embedding_router_picks_the_module_and_falls_back(mem, facts):
-    questions, expected = _two_modules(mem, facts)
+def test_embedding_router_picks_the_module_and_falls_back(two, facts):
+    mem, questions, expected = two
     answers = mem.ask(questions, "ns")  # two modules: the embedding router decides
     routes = [[(m, 1.0) for m in a.modules] for a in answers]
     acc = routing_accuracy(routes, ["ns.colours"] * 3 + ["ns.towns"] * 3)
@@ -85,8 +102,8 @@ def test_namespaces_scope_routing(mem, facts):
 
 
 @pytest.mark.parametrize("method", MERGE_METHODS)
-def test_merging_methods_build_a_cached_adapter(mem, facts, method):
-    questions, _ = _two_modules(mem, facts)
+def test_merging_methods_build_a_cached_adapter(two, method):
+    mem, questions, _ = two
     answers = mem.ask(questions, "ns", modules=[["ns.colours", "ns.towns"]] * len(questions), merge=method)
     assert all(a.modules == ["ns.colours", "ns.towns"] for a in answers)
     misses = mem.cache_stats["misses"]
@@ -102,8 +119,8 @@ def test_linear_merge_needs_one_rank(mem, facts):
         mem.ask("x?", "ns", modules=[["ns.a", "ns.b"]], merge="linear")
 
 
-def test_lru_cache_evicts_over_budget_and_reloads(mem, facts):
-    questions, expected = _two_modules(mem, facts)
+def test_lru_cache_evicts_over_budget_and_reloads(two, facts):
+    mem, questions, expected = two
     mem.read_config = ReadConfig(cache_mb=0.01)  # ~10 KB: room for one tiny adapter at a time
     for _ in range(2):
         assert mem.ask(questions[0], "ns", module="ns.colours").text == expected[0]
@@ -112,8 +129,8 @@ def test_lru_cache_evicts_over_budget_and_reloads(mem, facts):
     assert info["evictions"] >= 3 and len(info["loaded"]) == 1 and info["misses"] >= 4
 
 
-def test_forget_rebuilds_only_the_holding_module_and_verifies(mem, facts):
-    questions, expected = _two_modules(mem, facts)
+def test_forget_rebuilds_only_the_holding_module_and_verifies(two, facts):
+    mem, questions, expected = two
     towns_before = mem.store.module("ns.towns").version
     report = mem.forget(facts[0].id, namespace="ns")
     verify = report.details["verify"]
@@ -206,8 +223,8 @@ def test_moving_held_items_needs_a_forget_first(mem, facts):
         mem.forget("ns", namespace="ns")
 
 
-def test_a_recreated_module_is_routed_and_read_with_its_new_weights(mem, facts):
-    _two_modules(mem, facts)
+def test_a_recreated_module_is_routed_and_read_with_its_new_weights(two):
+    mem, _, _ = two
     mem.ask("What is the home town of Dace?", "ns")  # caches router keys and adapters for ns.towns v1
     mem.forget([it.id for it in mem.items("ns") if it.relation == "home town"], namespace="ns")
     assert [i.module_id for i in mem.ls("ns")] == ["ns.colours"]
@@ -217,8 +234,8 @@ def test_a_recreated_module_is_routed_and_read_with_its_new_weights(mem, facts):
     assert mem.gc() >= 1  # the old version's folder and router keys go
 
 
-def test_dora_modules_take_one_pass_each_and_refuse_merging(mem, facts):
-    questions, expected = _two_modules(mem, facts)
+def test_dora_modules_take_one_pass_each_and_refuse_merging(two, facts):
+    mem, questions, expected = two
     mem.write([Fact("Gita", "home town", "Oslo")], namespace="ns", module="ns.dora", lora=LoraSpec(r=4, use_dora=True))
     answers = mem.ask([questions[0], "What is the home town of Gita?"], "ns", modules=["ns.colours", "ns.dora"])
     assert [a.text for a in answers] == [expected[0], "Oslo"]

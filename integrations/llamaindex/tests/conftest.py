@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 import torch
-from li_data import FACTS, FAST, LORA, TINY_CONTEXT
+from li_data import FACTS, FAST, LORA, SPLIT, SPLIT_NS, TINY_CONTEXT
 
 # The tiny model is all overhead: one thread is many times faster than two, above all on a shared CPU.
 torch.set_num_threads(1)
@@ -46,13 +46,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def store(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A store with namespaces ``a`` and ``b`` written (each recalled perfectly)."""
+    """A store with namespaces ``a`` and ``b`` written, and ``s`` of two modules (each recalled perfectly)."""
     from llama_index.llms.loramem.base import shared_memory
 
     path = str(tmp_path_factory.mktemp("store"))
     mem = shared_memory(path, tiny_model)
     for namespace, facts in FACTS.items():
         report = mem.write(facts, namespace=namespace, train=FAST, lora=LORA)
+        assert report.reached_target, report.summary()
+    for module, facts in SPLIT.items():
+        report = mem.write(facts, namespace=SPLIT_NS, module=module, train=FAST, lora=LORA)
         assert report.reached_target, report.summary()
     return path
 

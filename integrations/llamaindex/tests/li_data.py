@@ -14,3 +14,9 @@ FACTS = {
     "a": [Fact("Bob", "favourite colour", "blue"), Fact("Dr. Alma Vance", "phone number", "555-201-7733")],
     "b": [Fact("Bob", "favourite colour", "green"), Fact("Dr. Alma Vance", "phone number", "555-909-1234")],
 }
+# Namespace s: two modules (the planner's split, forced with module=), each answering its own questions.
+SPLIT_NS = "s"
+SPLIT = {
+    "s.colours": [Fact("Cora", "favourite colour", "red"), Fact("Dace", "favourite colour", "teal")],
+    "s.towns": [Fact("Eira", "home town", "Oslo"), Fact("Fitz", "home town", "Lima")],
+}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from li_data import QUESTION, TINY_CONTEXT
+from li_data import QUESTION, SPLIT, SPLIT_NS, TINY_CONTEXT
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 from llama_index.llms.loramem import LoRAMemoryLLM
@@ -86,6 +86,7 @@ def test_stream_complete_and_stream_chat(llm: LoRAMemoryLLM) -> None:
     chunks = list(llm.stream_complete(QUESTION))
     assert chunks and chunks[-1].text == "blue"
     assert "".join(c.delta or "" for c in chunks) == "blue"
+    assert chunks[-1].raw["modules"] == [llm.memory.ls("a")[0].module_id] and chunks[-1].raw["namespace"] == "a"
     chat_chunks = list(llm.stream_chat(USER, namespace="b"))
     assert chat_chunks[-1].message.content == "green"
     assert "".join(c.delta or "" for c in chat_chunks) == "green"
@@ -128,9 +129,28 @@ def test_stop_strings_cut_the_answer(llm: LoRAMemoryLLM) -> None:
     assert llm.complete(QUESTION, stop=["ue"]).text == "bl"
 
 
-def test_unknown_namespace_raises(llm: LoRAMemoryLLM) -> None:
-    with pytest.raises(KeyError, match="holds nothing"):
-        llm.complete(QUESTION, namespace="nowhere")
+def test_empty_namespace_falls_back_to_the_bare_model_unless_strict(llm: LoRAMemoryLLM) -> None:
+    bare = llm.complete(QUESTION, namespace=None, max_new_tokens=4)
+    out = llm.complete(QUESTION, namespace="nowhere", max_new_tokens=4)
+    assert out.text == bare.text and out.raw["modules"] == [] and out.raw["reader"] == "base"
+    assert out.raw["namespace"] == "nowhere"
+    assert llm.chat(USER, namespace="nowhere").raw["modules"] == []
+    assert list(llm.stream_chat(USER, namespace="nowhere"))[-1].raw["modules"] == []
+    strict = llm.model_copy(update={"strict": True})
+    with pytest.raises(KeyError, match="nowhere"):
+        strict.complete(QUESTION, namespace="nowhere")
+    with pytest.raises(KeyError, match="nowhere"):
+        strict.stream_chat(USER, namespace="nowhere")
+
+
+def test_streams_report_the_routed_module(llm: LoRAMemoryLLM) -> None:
+    for module, facts in SPLIT.items():
+        question = facts[1].canonical_question
+        chunks = list(llm.stream_complete(question, namespace=SPLIT_NS))
+        assert chunks[-1].text == facts[1].object and chunks[-1].raw["modules"] == [module]
+        chat = list(llm.stream_chat([ChatMessage(role=MessageRole.USER, content=question)], namespace=SPLIT_NS))
+        assert chat[-1].raw["modules"] == [module]
+        assert llm.complete(question, namespace=SPLIT_NS).raw["modules"] == [module]
 
 
 async def test_async_defaults(llm: LoRAMemoryLLM) -> None:

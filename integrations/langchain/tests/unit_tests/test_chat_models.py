@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from langchain_core.messages import (
     AIMessage,
@@ -133,3 +135,23 @@ def test_to_conversation() -> None:
     ]
     with pytest.raises(ValueError, match="at least one"):
         to_conversation([])
+
+
+def test_shared_memory_key_and_env_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loramem import interop
+
+    seen: list[tuple[str, str]] = []
+
+    def opener(path: str, model: str) -> tuple[str, str]:
+        seen.append((path, model))
+        return path, model
+
+    monkeypatch.setenv("LORAMEM_STORE", str(tmp_path / "env-store"))
+    monkeypatch.setenv("LORAMEM_MODEL", "env-model")
+    assert interop.shared_memory(opener) == (str(tmp_path / "env-store"), "env-model")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path, target_is_directory=True)
+    assert interop.shared_memory(opener, "~/s", str(link))[1] == str(tmp_path.resolve())  # real path of a folder
+    assert seen[-1][0] == str(Path("~/s").expanduser())
+    with pytest.raises(ValueError, match="model_name"):
+        interop.shared_memory(opener, "x", " ")

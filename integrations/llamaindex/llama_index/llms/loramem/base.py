@@ -29,36 +29,22 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.llms.llm import default_completion_to_prompt
 
+from loramem import interop
+from loramem.interop import check_namespace, default_model
+
 if TYPE_CHECKING:
     from loramem import Answer, KnowledgeMemory
 
-# How LlamaIndex roles map onto the three roles every chat template knows.
-_ROLES = {
-    MessageRole.SYSTEM: "system",
-    MessageRole.DEVELOPER: "system",
-    MessageRole.USER: "user",
-    MessageRole.ASSISTANT: "assistant",
-    MessageRole.CHATBOT: "assistant",
-    MessageRole.MODEL: "assistant",
-    MessageRole.TOOL: "user",
-    MessageRole.FUNCTION: "user",
-}
-
 
 def to_conversation(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    """LlamaIndex messages as ``{"role", "content"}`` dicts; tool results become user turns."""
-    out = []
-    for m in messages:
-        role = _ROLES.get(MessageRole(m.role), "user")
-        content = m.content or ""
-        if m.role in (MessageRole.TOOL, MessageRole.FUNCTION):
-            content = f"Tool result: {content}"
-        out.append({"role": role, "content": content})
-    return out
+    """LlamaIndex messages as ``{"role", "content"}`` dicts (``loramem.interop.to_conversation``: roles
+    normalised, text content only, tool and function results become user turns)."""
+    return interop.to_conversation([(m.role, m.content) for m in messages])
 
 
-def shared_memory(store_path: str | os.PathLike[str], model_name: str = "smollm2-135m") -> KnowledgeMemory:
-    """The process-wide ``KnowledgeMemory`` for this store and model (``KnowledgeMemory.shared``).
+def shared_memory(store_path: str | os.PathLike[str], model_name: str | None = None) -> KnowledgeMemory:
+    """The process-wide ``KnowledgeMemory`` for this store and model (``loramem.interop.shared_memory`` over
+    ``KnowledgeMemory.shared``; ``model_name`` None: ``$LORAMEM_MODEL``, else the embedded SmolLM2).
 
     Every LLM, retriever and memory block on the same pair uses it, so the model loads once and building
     them stays cheap (the model loads on first use). It may be called from any thread (LlamaIndex's
@@ -66,22 +52,7 @@ def shared_memory(store_path: str | os.PathLike[str], model_name: str = "smollm2
     """
     from loramem import KnowledgeMemory
 
-    if not isinstance(model_name, str) or not model_name.strip():
-        raise ValueError(f"model_name: expected a non-empty string, got {model_name!r}")
-    path = os.fspath(store_path)
-    if not path.strip():
-        raise ValueError(f"store_path: expected a folder path, got {store_path!r}")
-    # A local model folder is keyed by its real path; an alias or hub id stays as given.
-    model = os.path.realpath(model_name) if os.path.isdir(model_name) else model_name
-    return KnowledgeMemory.shared(os.path.expanduser(path), model=model)
-
-
-def check_namespace(namespace: str | None) -> str | None:
-    if namespace is None:
-        return None
-    from loramem.store import check_namespace as check
-
-    return check(namespace)
+    return interop.shared_memory(KnowledgeMemory.shared, store_path, model_name)
 
 
 def answer_raw(answer: Answer, namespace: str | None) -> dict[str, Any]:
@@ -100,13 +71,17 @@ class LoRAMemoryLLM(CustomLLM):
 
     Construction is cheap (the model loads on first use; objects on the same store and model share it).
     Per call, ``namespace=`` (``None``: the bare base model), ``module=``, ``max_new_tokens=`` and ``stop=``
-    override the fields.
+    override the fields. A namespace that holds no module yet (or is unknown) is answered by the bare model
+    (``raw["modules"] == []``) unless ``strict=True``, which raises KeyError: the rule of every integration's
+    chat model / LLM (``loramem.interop.resolve_namespace``). ``raw["modules"]`` names the module(s) that
+    answered, as routed in a namespace of several, for streams too.
     """
 
     store_path: str = Field(description="Folder of the loramem store.")
     model_name: str = Field(
-        default="smollm2-135m",
-        description="Base model: a loramem alias (default: the embedded SmolLM2-135M-Instruct) or a local HF folder.",
+        default_factory=default_model,
+        description="Base model: a loramem alias ($LORAMEM_MODEL, else the embedded SmolLM2-135M-Instruct) or a "
+        "local HF folder.",
     )
     namespace: str | None = Field(
         default="default",
@@ -114,6 +89,11 @@ class LoRAMemoryLLM(CustomLLM):
     )
     module: str | None = Field(
         default=None, description="A module id to use instead of the namespace's module."
+    )
+    strict: bool = Field(
+        default=False,
+        description="Raise KeyError when the namespace holds no module yet or is unknown (default: the bare "
+        "model answers).",
     )
     max_new_tokens: int = Field(default=256, gt=0, description="Longest generated answer, in tokens.")
     context_window: int | None = Field(
@@ -155,15 +135,25 @@ class LoRAMemoryLLM(CustomLLM):
     # --- per-call options -----------------------------------------------------------------------------------
 
     def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        namespace = kwargs.get("namespace", self.namespace)
+        """Keyword arguments for the core's chat/complete/stream_chat, per-call kwargs over fields."""
         max_new = kwargs.get("max_new_tokens") or self.max_new_tokens
         if not isinstance(max_new, int) or max_new < 1:
             raise ValueError(f"max_new_tokens: expected an int >= 1, got {max_new!r}")
-        return {
-            "namespace": check_namespace(namespace),
-            "module": kwargs.get("module", self.module),
-            "max_new_tokens": max_new,
-        }
+        module = kwargs.get("module", self.module)
+        namespace = interop.resolve_namespace(
+            self.memory, kwargs.get("namespace", self.namespace), module, strict=self.strict
+        )
+        return {"namespace": namespace, "module": module, "max_new_tokens": max_new}
+
+    def _requested(self, kwargs: dict[str, Any]) -> str | None:
+        return check_namespace(kwargs.get("namespace", self.namespace))
+
+    def _stream_raw(
+        self, conversation: list[dict[str, str]], opts: dict[str, Any], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What streamed responses carry: the module(s) that answer, as ``chat`` would route the conversation."""
+        modules = interop.answering_modules(self.memory, conversation, opts["namespace"], opts["module"])
+        return {"modules": modules, "namespace": self._requested(kwargs), "reader": "lora" if modules else "base"}
 
     def _uses_custom(self, field: str) -> bool:
         """True when the user passed their own ``messages_to_prompt``/``completion_to_prompt``.
@@ -192,7 +182,7 @@ class LoRAMemoryLLM(CustomLLM):
             return mem.chat([[{"role": "user", "content": prompt}]], stop=stop, **opts)[0]
 
         answer = call(self.memory)
-        return CompletionResponse(text=answer.text, raw=answer_raw(answer, opts["namespace"]))
+        return CompletionResponse(text=answer.text, raw=answer_raw(answer, self._requested(kwargs)))
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -210,6 +200,7 @@ class LoRAMemoryLLM(CustomLLM):
             return one()
         opts = self._options(kwargs)
         conversation = [{"role": "user", "content": prompt}]
+        raw = self._stream_raw(conversation, opts, kwargs)
         # Generation runs on the core's own thread, which holds the memory for the whole generation: the
         # pieces may be read from any thread, and closing the stream early stops generating.
         pieces = self.memory.stream_chat(conversation, stop=kwargs.get("stop"), **opts)
@@ -218,9 +209,9 @@ class LoRAMemoryLLM(CustomLLM):
             text, any_piece = "", False
             for piece in pieces:
                 text, any_piece = text + piece, True
-                yield CompletionResponse(text=text, delta=piece)
+                yield CompletionResponse(text=text, delta=piece, raw=raw)
             if not any_piece:  # LlamaIndex's callbacks need at least one response, even for an empty answer
-                yield CompletionResponse(text="", delta="")
+                yield CompletionResponse(text="", delta="", raw=raw)
 
         return gen()
 
@@ -235,7 +226,7 @@ class LoRAMemoryLLM(CustomLLM):
             opts = self._options(kwargs)
             conversation = to_conversation(messages)
             answer = self.memory.chat([conversation], stop=kwargs.get("stop"), **opts)[0]
-            text, raw = answer.text, answer_raw(answer, opts["namespace"])
+            text, raw = answer.text, answer_raw(answer, self._requested(kwargs))
         return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), raw=raw)
 
     @llm_chat_callback()
@@ -253,6 +244,7 @@ class LoRAMemoryLLM(CustomLLM):
             return one()
         opts = self._options(kwargs)
         conversation = to_conversation(messages)
+        raw = self._stream_raw(conversation, opts, kwargs)
         # Generation runs on the core's own thread, which holds the memory for the whole generation: the
         # pieces may be read from any thread, and closing the stream early stops generating.
         pieces = self.memory.stream_chat(conversation, stop=kwargs.get("stop"), **opts)
@@ -261,9 +253,10 @@ class LoRAMemoryLLM(CustomLLM):
             text, any_piece = "", False
             for piece in pieces:
                 text, any_piece = text + piece, True
-                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece)
+                message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
+                yield ChatResponse(message=message, delta=piece, raw=raw)
             if not any_piece:
-                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=""), delta="")
+                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=""), delta="", raw=raw)
 
         return gen()
 

@@ -18,8 +18,9 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.memory.memory import BaseMemoryBlock
 from pydantic import InstanceOf
 
-from llama_index.llms.loramem.base import check_namespace, shared_memory
+from llama_index.llms.loramem.base import shared_memory
 from loramem import LoraSpec, TrainConfig
+from loramem.interop import check_namespace, default_model
 
 if TYPE_CHECKING:
     from loramem import Document, KnowledgeMemory, WriteReport
@@ -40,7 +41,8 @@ class LoRAMemoryBlock(BaseMemoryBlock[str]):
     )
     store_path: str = Field(description="Folder of the loramem store.")
     model_name: str = Field(
-        default="smollm2-135m", description="Base model: a loramem alias or a local HF folder."
+        default_factory=default_model,
+        description="Base model: a loramem alias ($LORAMEM_MODEL, else the embedded SmolLM2) or a local HF folder.",
     )
     namespace: str = Field(default="chat", description="Namespace the conversation is written into.")
     consolidate_every: int = Field(
