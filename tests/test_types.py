@@ -21,6 +21,7 @@ EXPECTED_ALL = [
     "PlanConfig",
     "ReadConfig",
     "Reader",
+    "Recollection",
     "StoreBusyError",
     "StoreError",
     "StoreSchemaError",

@@ -34,6 +34,7 @@ _LAZY = {
     "PlanConfig": "config",
     "ReadConfig": "config",
     "Reader": "types",
+    "Recollection": "recall",
     "StoreBusyError": "store",
     "StoreError": "store",
     "StoreSchemaError": "store",
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from .config import LoraSpec, ModelConfig, PlanConfig, ReadConfig, SynthConfig, TrainConfig
     from .memory import KnowledgeMemory
     from .readers import build_reader
+    from .recall import Recollection
     from .store import (
         BaseModelMismatchError,
         CorruptModuleError,

@@ -73,7 +73,8 @@ class InteropMemory(Protocol):
     """The memory's methods these helpers call (``KnowledgeMemory`` has them)."""
 
     def ls(self, namespace: str | None = ...) -> Sequence[Any]: ...
-    def router(self, name: str | None = ..., top_k: int | None = ..., threshold: float | None = ...) -> Any: ...
+    def which_modules(self, questions: Sequence[str], namespace: str | None = ..., *,
+                      module: str | None = ...) -> list[list[str]]: ...
 
 
 def resolve_namespace(
@@ -93,18 +94,11 @@ def answering_modules(
     memory: InteropMemory, conversation: Sequence[Mapping[str, str]], namespace: str | None,
     module: str | None = None,
 ) -> list[str]:
-    """The module ids that answer ``conversation`` (what ``chat`` reports as ``Answer.modules``): ``module``; none
-    for the bare model; the namespace's module; or, in a namespace of several, the router's choice for the last
-    user message (as ``chat`` routes). For streams, whose pieces carry no ``Answer``."""
-    if module is not None:
-        return [module]
-    if namespace is None:
-        return []
-    infos = list(memory.ls(namespace))
-    if len(infos) <= 1:
-        return [i.module_id for i in infos]
+    """The module ids that answer ``conversation`` (what ``chat`` reports as ``Answer.modules``), chosen by the
+    memory's own rule for the last user message (``KnowledgeMemory.which_modules``). For streams, whose pieces
+    carry no ``Answer``."""
     last = next((m["content"] for m in reversed(conversation) if m["role"] == "user"), "") or "?"
-    return [mid for mid, _ in memory.router().route([last], infos)[0]]
+    return memory.which_modules([last], namespace, module=module)[0]
 
 
 # Role names frameworks use, onto the three roles every chat template knows. Tool and function results

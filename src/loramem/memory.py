@@ -286,6 +286,13 @@ class KnowledgeMemory:
         return answers[0] if single else answers
 
     @_locked
+    def which_modules(self, questions: Sequence[str], namespace: str | None = "default", *,
+                      module: str | None = None) -> list[list[str]]:
+        """The module ids that would answer each question, chosen as ``ask`` chooses them ([]: the bare model)."""
+        selection, _ = querying.select(self.rt, list(questions), namespace, module)
+        return [[info.module_id for info, _ in sel] for sel in selection]
+
+    @_locked
     def recall(self, query: str, k: int = 4, namespace: str | None = "default", *, module: str | None = None,
                max_new_tokens: int | None = None) -> list[Recollection]:
         """What the memory holds about ``query``: exactly ``k`` generated recollections (none for a namespace with
