@@ -87,7 +87,7 @@ def test_chat_complete_and_stream(mem, facts):
     [ans] = mem.chat([conv], namespace="people")
     assert ans.text == "red"
     assert "".join(mem.stream_chat(conv, namespace="people")) == "red"
-    prompt = mem._prompt.prompt(facts[2].canonical_question)
+    prompt = mem.prompt_format.prompt(facts[2].canonical_question)
     # A consumer that stops reading early must not leave generation running.
     stream = mem.stream_chat(conv, namespace="people")
     next(stream)
@@ -103,7 +103,7 @@ def test_chat_complete_and_stream(mem, facts):
 
 def test_context_goes_into_the_prompt(mem):
     mem.tokenizer  # noqa: B018  (loads the model)
-    seen = mem._prompt.prompt("Q?", context="CONTEXT")
+    seen = mem.prompt_format.prompt("Q?", context="CONTEXT")
     assert seen.index("CONTEXT") < seen.index("Q?")
     with pytest.raises(ValueError, match="context: expected 2 entries"):
         mem.ask(["a?", "b?"], namespace=None, context=["x"])
@@ -160,7 +160,7 @@ def test_peft_can_load_a_stored_module(mem, facts, tiny_model_dir):
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model = PeftModel.from_pretrained(base, str(info.path))
     tok = mem.tokenizer
-    ids = tok(mem._prompt.prompt(facts[3].canonical_question), return_tensors="pt", add_special_tokens=False)
+    ids = tok(mem.prompt_format.prompt(facts[3].canonical_question), return_tensors="pt", add_special_tokens=False)
     out = model.generate(**ids, max_new_tokens=4, do_sample=False)
     assert tok.decode(out[0, ids["input_ids"].shape[1] :]).startswith("yellow")
 

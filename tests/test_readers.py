@@ -90,7 +90,7 @@ def test_batched_logprobs_equal_one_at_a_time_full_forwards(mem, facts):
     with mem._activate([mem.load_module(mem.ls("people")[0])]):
         for q, c, cands, row in zip(questions, contexts, candidates, got):
             for a, value in zip(cands, row):
-                p = tok(mem._prompt.prompt(q, c), add_special_tokens=False)["input_ids"]
+                p = tok(mem.prompt_format.prompt(q, c), add_special_tokens=False)["input_ids"]
                 ids = tok(a, add_special_tokens=False)["input_ids"]
                 lp = mem.model(input_ids=torch.tensor([p + ids])).logits[0].log_softmax(-1)
                 assert value == pytest.approx(sum(float(lp[len(p) - 1 + j, t]) for j, t in enumerate(ids)), abs=1e-3)
