@@ -91,8 +91,8 @@ def plan(questions: Sequence[str], prompts: Sequence[str], closed: Sequence[str 
     for i in range(len(questions)):
         infos = [info for info, _ in selection[i]]
         sets = [[info] for info in infos] if compose == "select" and len(infos) > 1 else [infos]
-        sides = [("closed", closed[i]), ("context", prompts[i])] if closed and closed[i] is not None else [
-            ("stack", prompts[i])]
+        shut = closed[i] if closed else None
+        sides = [("stack", prompts[i])] if shut is None else [("closed", shut), ("context", prompts[i])]
         rows += [Candidate(i, s, side, text) for side, text in sides for s in sets]
     return rows
 
