@@ -62,3 +62,20 @@ def test_combine_is_validated_and_stack_is_the_default(mem, facts):
     assert "gate" not in mem.ask(q, "ns", combine="gate").details  # no context: nothing to gate
     mem.read_config = ReadConfig(combine="gate")
     assert "gate" in mem.ask(q, "ns", context="x").details
+
+
+def test_hybrid_readers_take_the_combine_option_and_say_so(mem, facts):
+    from loramem.readers import build_reader
+
+    mem.write(facts[:2], namespace="ns")
+    q = [facts[0].canonical_question]
+    gated = build_reader("lora+rag", mem, namespace="ns", items=facts, k=2, combine="gate")
+    assert gated.name == "lora+rag@gate"
+    a = gated.answer(q)[0]
+    assert a.reader == "lora+rag@gate" and a.details["gate"]["chosen"] in ("closed", "context") and a.sources
+    stacked = build_reader("lora+icl", mem, namespace="ns", items=facts, combine="stack")
+    assert stacked.name == "lora+icl" and "gate" not in stacked.answer(q)[0].details
+    with pytest.raises(ValueError, match="combine: expected 'stack' or None for a reader without a context"):
+        build_reader("lora", mem, namespace="ns", combine="gate")
+    with pytest.raises(ValueError, match=r"combine: expected one of \('stack', 'gate'\), got 'mix'"):
+        build_reader("lora+rag", mem, namespace="ns", items=facts, combine="mix")
