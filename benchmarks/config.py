@@ -136,16 +136,25 @@ class JudgeConfig:
         return cls(**data)
 
 
+# The parts of the ``modules`` experiment (benchmarks/experiments/modules.py), in the order they run.
+MODULES_PARTS: tuple[str, ...] = ("budget", "throughput", "merging", "update_delete", "selection")
+
+
 @dataclass
 class ModulesOptions:
     """The ``modules`` experiment: ``modules`` modules of rank ``lora.r`` (one PhoneBook sector each) against one
     module of rank ``modules x lora.r``; ``changes`` entries deleted and as many updated; the merge methods
-    tried; and how many times each side of the mixed-batch read-throughput comparison is timed."""
+    tried; and how many times each side of the mixed-batch read-throughput comparison is timed. ``parts``: which
+    parts run (all by default); ``selection`` reads with the embedding router's top-1, its top-``select_top_k``
+    selected, and its top-``select_top_k`` merged with each of ``select_merge_methods``."""
 
     modules: int = 4
     changes: int = 2
     merge_methods: list[str] = field(default_factory=lambda: list(MERGE_METHODS))
     throughput_repeats: int = 5
+    parts: list[str] = field(default_factory=lambda: list(MODULES_PARTS))
+    select_top_k: int = 3
+    select_merge_methods: list[str] = field(default_factory=lambda: ["ties", "cat"])
 
     def __post_init__(self) -> None:
         _expect(isinstance(self.modules, int) and self.modules >= 2, "modules", "an int >= 2", self.modules)
@@ -154,6 +163,13 @@ class ModulesOptions:
                 "merge_methods", f"a list of {list(MERGE_METHODS)}", self.merge_methods)
         _expect(isinstance(self.throughput_repeats, int) and self.throughput_repeats >= 1, "throughput_repeats",
                 "an int >= 1", self.throughput_repeats)
+        _expect(isinstance(self.parts, list) and len(self.parts) > 0 and all(p in MODULES_PARTS for p in self.parts)
+                and len(set(self.parts)) == len(self.parts), "parts", f"a non-empty list of {list(MODULES_PARTS)}",
+                self.parts)
+        _expect(isinstance(self.select_top_k, int) and self.select_top_k >= 2, "select_top_k",
+                "an int >= 2 (capped at modules when read)", self.select_top_k)
+        _expect(isinstance(self.select_merge_methods, list) and all(m in MERGE_METHODS for m in self.select_merge_methods),
+                "select_merge_methods", f"a list of {list(MERGE_METHODS)}", self.select_merge_methods)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModulesOptions:
@@ -235,13 +251,16 @@ class Experiment:
         routers = _routers()
         for r in self.readers:
             # "lora@embedding": a LoRA reader with its own routing, so one point compares routers on one set
-            # of per_group modules (a plain "lora" uses the experiment's `routing`).
-            base, _, route = r.partition("@")
-            _expect(base in READERS, "readers", f"each one of {sorted(READERS)} (optionally @<routing>)", r)
+            # of per_group modules (a plain "lora" uses the experiment's `routing`); "lora+rag@gate": a hybrid
+            # that gates closed-book against the context instead of stacking them (both: "lora+rag@embedding@gate").
+            base, route, combine = parse_reader(r)
+            _expect(base in READERS, "readers", f"each one of {sorted(READERS)} (optionally @<routing>, @gate)", r)
             if route:
                 _expect(base.startswith("lora") and self.modules == "per_group", "readers",
                         "@<routing> only on lora readers with modules 'per_group'", r)
-                _expect(route in routers, "readers", f"@<routing> with routing one of {routers}", r)
+                _expect(route in routers, "readers", f"@<routing> with routing one of {routers}, or @gate", r)
+            if combine:
+                _expect("+" in base, "readers", "@gate only on a hybrid reader (lora+rag, lora+icl)", r)
         _expect(len(set(self.readers)) == len(self.readers), "readers", "no duplicates", self.readers)
         _expect(self.modules in ("single", "per_group"), "modules", "'single' or 'per_group'", self.modules)
         _expect(self.routing in routers, "routing", f"one of {routers}", self.routing)
@@ -348,6 +367,16 @@ class Point:
     @property
     def label(self) -> str:
         return point_label(self.overrides, self.experiment.name)
+
+
+def parse_reader(name: str) -> tuple[str, str | None, str | None]:
+    """``"lora+rag@embedding@gate"`` -> (registered reader, routing or None, combine or None)."""
+    base, *suffixes = name.split("@")
+    combine = "gate" if "gate" in suffixes else None
+    routes = [s for s in suffixes if s != "gate"]
+    _expect(len(routes) <= 1 and suffixes.count("gate") <= 1, "readers",
+            "at most one @<routing> and one @gate", name)
+    return base, (routes[0] if routes else None), combine
 
 
 def _routers() -> list[str]:

@@ -42,11 +42,17 @@ def _modules_tables(p: dict[str, Any]) -> list[str]:
              _table(["module", "items", "steps", "seconds", "recall", "trainable params"],
                     [[name, w.get("items"), w.get("steps"), w.get("seconds"), w.get("recall"), w.get("trainable_params")]
                      for name, w in p.get("writes", {}).items()]), ""]
-    readers = {n: r for n, r in p.get("readers", {}).items() if not n.startswith(("merge ", "after "))}
+    readers = {n: r for n, r in p.get("readers", {}).items() if not n.startswith(("merge ", "after ", "selection: "))}
     lines += ["### Readers on every entry", "",
               _table(["reader", "n", "correct", "routing top-1", "s/question", "peak RSS MB"],
                      [[n, r.get("n"), r.get("metrics", {}).get("correct"), _top1(r.get("routing")), r.get("latency_s"),
                        _fmt(r.get("peak_rss_mb"), 0)] for n, r in readers.items()]), ""]
+    sel = p.get("selection")
+    if sel:
+        lines += [f"### Selection against merging (top-{sel['top_k']}): routing, selection and answers", "",
+                  _table(["way", "route correct", "selected correct", "selected when routed right", "correct"],
+                         [[n, w.get("route_correct"), w.get("selected_correct", "-"), w.get("selected_given_routed"),
+                           w.get("correct")] for n, w in sel["ways"].items()]), ""]
     t = p.get("throughput")
     if t:
         lines += [f"### Read throughput ({t['unit']}, {t['questions']} questions, {t['repeats']} interleaved "

@@ -169,15 +169,21 @@ def validate_modules(results: dict[str, Any], samples: list[dict[str, Any]]) -> 
             bad = finite_in_range(key, w.get(key), bounds)
             if bad:
                 problems.append(f"write {name}: {bad}")
-    if len(p.get("writes", {})) != options.get("modules", 0) + 1:
-        problems.append(f"{len(p.get('writes', {}))} writes, expected {options.get('modules', 0) + 1}")
-    problems += _check_throughput(p.get("throughput"), options.get("throughput_repeats"))
+    # Runs made before `parts` existed ran every part but selection.
+    parts = options.get("parts", ["budget", "throughput", "merging", "update_delete"])
+    writes = options.get("modules", 0) + ("budget" in parts)
+    if len(p.get("writes", {})) != writes:
+        problems.append(f"{len(p.get('writes', {}))} writes, expected {writes}")
+    if "throughput" in parts:
+        problems += _check_throughput(p.get("throughput"), options.get("throughput_repeats"))
     tried = {(m["modules"], m["method"]) for m in p.get("merging", [])}
     wanted = {(n, m) for n in range(2, options.get("modules", 0) + 1) for m in options.get("merge_methods", [])}
-    if tried != wanted:
+    if "merging" in parts and tried != wanted:
         problems.append(f"merging: measured {sorted(tried)}, expected {sorted(wanted)}")
+    if "selection" in parts:
+        problems += _check_selection(p.get("selection"), options, samples)
     ud = p.get("update_delete")
-    if options.get("changes"):
+    if "update_delete" in parts and options.get("changes"):
         if not ud:
             problems.append("update_delete missing")
         else:
@@ -189,6 +195,31 @@ def validate_modules(results: dict[str, Any], samples: list[dict[str, Any]]) -> 
                 bad = finite_in_range(f"update_delete.{op}.seconds", (ud.get(op) or {}).get("seconds"), POSITIVE)
                 if bad:
                     problems.append(bad)
+    return problems
+
+
+def _check_selection(sel: dict[str, Any] | None, options: dict[str, Any],
+                     samples: list[dict[str, Any]]) -> list[str]:
+    """Every way of the selection part was read, and its shares agree with its per-question samples."""
+    if not sel:
+        return ["selection missing"]
+    k = min(options.get("select_top_k", 3), options.get("modules", 0))
+    wanted = ["selection: oracle", "selection: embedding top-1", f"selection: embedding top-{k} select"] + [
+        f"selection: embedding top-{k} merge {m}" for m in options.get("select_merge_methods", [])]
+    ways = sel.get("ways") or {}
+    problems = [] if sorted(ways) == sorted(wanted) else [f"selection: ways {sorted(ways)}, expected {sorted(wanted)}"]
+    for name in set(ways) & set(wanted):
+        rows = [s.get("metrics", {}) for s in samples if s.get("reader") == name]
+        keys = ("correct", "route_correct") + (() if " merge " in name else ("selected_correct",))
+        for key in keys:
+            values = [r[key] for r in rows if key in r]
+            if not rows or len(values) != len(rows):
+                problems.append(f"selection {name}: {key} missing from samples.jsonl")
+            elif abs(ways[name].get(key, -1) - sum(values) / len(values)) > 1e-3:
+                problems.append(f"selection {name}: {key} {ways[name].get(key)} disagrees with samples.jsonl")
+        given = ways[name].get("selected_given_routed")
+        if given is not None and finite_in_range("selected_given_routed", given) is not None:
+            problems.append(f"selection {name}: selected_given_routed={given} is outside [0, 1]")
     return problems
 
 

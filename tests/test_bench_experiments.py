@@ -103,6 +103,12 @@ WT = {"name": "w", "kind": "write_throughput", "task": {"name": "phonebook", "si
     ({**MOD, "grid": {"lora.r": [2, 4]}}, "grid: expected nothing for kind 'modules'"),
     ({**MOD, "readers": ["lora"]}, "readers: expected the default for kind 'modules'"),
     ({**MOD, "limit": 3}, "limit: expected the default for kind 'modules'"),
+    ({**MOD, "options": {"parts": ["budget", "magic"]}}, "options: parts: expected a non-empty list of ['budget',"),
+    ({**MOD, "options": {"select_top_k": 1}}, "options: select_top_k: expected an int >= 2"),
+    ({**MOD, "options": {"select_merge_methods": ["avg"]}}, "options: select_merge_methods: expected a list of"),
+    ({"name": "x", "readers": ["lora@gate"]}, "readers: expected @gate only on a hybrid reader"),
+    ({"name": "x", "readers": ["lora+rag@gate@gate"]}, "readers: expected at most one @<routing> and one @gate"),
+    ({"name": "x", "readers": ["lora+rag@blend"]}, "readers: expected @<routing> only on lora readers with modules"),
     ({**WT, "options": {"steps": 0}}, "options: steps: expected an int >= 1, got 0"),
     ({**WT, "options": {"examples_per_step": "24"}}, "options: examples_per_step: expected an int >= 1, got '24'"),
     ({**WT, "task": {"name": "phonebook", "size": 0}}, "task: expected size >= 1 entries, got 0"),
@@ -120,6 +126,9 @@ def test_kind_configs_round_trip_and_the_shipped_ones_load() -> None:
     mod = Experiment.from_file(CONFIGS / "modules-phonebook.json")
     assert mod.kind == "modules" and isinstance(mod.options, ModulesOptions)
     assert (mod.options.modules, mod.options.throughput_repeats, mod.lora.r, mod.task.size) == (4, 5, 4, 40)
+    sel = Experiment.from_file(CONFIGS / "modules-select-phonebook.json")
+    assert (sel.options.modules, sel.options.parts, sel.options.select_top_k, sel.task.size) == (8, ["selection"], 3, 32)
+    assert Experiment.from_dict({"name": "x", "readers": ["lora+rag", "lora+rag@gate"]}).readers[1] == "lora+rag@gate"
     wt = Experiment.from_file(CONFIGS / "write-throughput.json")
     assert isinstance(wt.options, WriteThroughputOptions) and (wt.options.steps, wt.options.examples_per_step) == (12, 24)
     assert Experiment.from_dict(MOD).options == ModulesOptions()  # options default when left out
@@ -162,6 +171,48 @@ def test_modules_experiment_gives_valid_results(modules_run: Path) -> None:
     assert ud["changes"] == 1 and set(ud["generated_correct"]) >= {"deleted", "updated: new value", "deleted, bare model"}
     samples = [json.loads(line) for line in (modules_run / "samples.jsonl").read_text().splitlines()]
     assert {s["reader"] for s in samples} == set(p["readers"])
+
+
+@pytest.fixture(scope="module")
+def selection_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "selection"
+    exp = Experiment.from_dict({
+        **MOD, "task": {"name": "phonebook", "size": 6}, "model": str(tiny_model_dir), "lora": {"r": 2},
+        "train": TRAIN, "synth": {"qa_paraphrases": 1}, "read": {"max_new_tokens": 8, "progress": False},
+        "options": {"modules": 3, "changes": 0, "parts": ["selection"], "select_top_k": 2,
+                    "select_merge_methods": ["cat"]},
+    })
+    run_experiment(exp, out, matmul_seconds=0.05)
+    return out
+
+
+def test_selection_part_reports_routing_selection_and_answers_separately(selection_run: Path, tmp_path: Path) -> None:
+    assert validate_run(selection_run) == []
+    (p,) = json.loads((selection_run / "results.json").read_text())["points"]
+    assert sorted(p["writes"]) == ["pb.s0", "pb.s1", "pb.s2"]  # the sector modules only: no 1 x r6 module
+    assert p["throughput"] is None and p["merging"] == [] and p["update_delete"] is None
+    ways = p["selection"]["ways"]
+    assert list(ways) == ["selection: oracle", "selection: embedding top-1", "selection: embedding top-2 select",
+                          "selection: embedding top-2 merge cat"]
+    assert ways["selection: oracle"]["route_correct"] == ways["selection: oracle"]["selected_correct"] == 1.0
+    assert "selected_correct" not in ways["selection: embedding top-2 merge cat"]  # a merge selects no module
+    samples = [json.loads(line) for line in (selection_run / "samples.jsonl").read_text().splitlines()]
+    top2 = [s for s in samples if s["reader"] == "selection: embedding top-2 select"]
+    assert len(top2) == 6 and all(len(s["modules"]) == 1 for s in top2)
+    for s in top2:  # the chosen module is the gold one exactly when selected_correct says so
+        gold = f"pb.s{int(s['question_id'][1:]) % 3}"
+        assert s["metrics"]["selected_correct"] == float(s["modules"] == [gold])
+        assert s["metrics"]["route_correct"] == float(gold in [r[0] for r in s["details"]["route"]])
+        if len(s["details"]["route"]) > 1:
+            assert len(s["details"]["select"]) == len(s["details"]["route"])
+    assert main(["report", str(selection_run), "--out", str(tmp_path)]) == 0
+    assert "Selection against merging (top-2)" in (tmp_path / "REPORT.md").read_text()
+    bad = tmp_path / "bad"
+    shutil.copytree(selection_run, bad)
+    results = json.loads((bad / "results.json").read_text())
+    results["points"][0]["selection"]["ways"]["selection: embedding top-1"]["route_correct"] = 0.123
+    (bad / "results.json").write_text(json.dumps(results))
+    assert any("route_correct 0.123 disagrees" in x for x in validate_run(bad))
 
 
 def test_modules_validation_catches_a_doctored_throughput(modules_run: Path, tmp_path: Path) -> None:

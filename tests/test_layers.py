@@ -16,7 +16,7 @@ LAYERS: dict[str, int] = {
     "prompts": 1, "models": 1, "store": 1, "embed": 1, "index": 1, "capacity": 1, "phonebook": 1,
     "train": 2, "read": 2, "synth": 2,
     "adapters": 3, "route": 3, "plan": 3, "runtime": 3,
-    "writing": 4, "edits": 4, "querying": 4, "recall": 4, "interop": 4,
+    "writing": 4, "edits": 4, "querying": 4, "compose": 4, "recall": 4, "interop": 4,
     "memory": 5,
     "readers": 6, "calibration": 6, "cli": 6, "demo": 6,
 }

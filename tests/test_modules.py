@@ -89,7 +89,63 @@ def test_embedding_router_picks_the_module_and_falls_back(two, facts):
     assert [a.text for a in answers] == expected and all("route" in a.details for a in answers)
     unrelated = mem.ask("Describe the chemistry of stars", "ns", threshold=0.99)
     assert unrelated.modules == [] and unrelated.details["route"] == []  # nobody close enough: bare model
-    assert mem.ask(questions[0], "ns", route="all").modules == ["ns.colours", "ns.towns"]
+    every = mem.ask(questions[0], "ns", route="all")  # both modules routed, one selected
+    assert every.modules == ["ns.colours"] and [c[0] for c in every.details["select"]] == ["ns.colours", "ns.towns"]
+    merged = mem.ask(questions[0], "ns", route="all", merge="cat")
+    assert merged.modules == ["ns.colours", "ns.towns"] and "select" not in merged.details
+
+
+def test_selection_keeps_the_row_its_module_is_surest_of(two):
+    """Each question asked of both modules (two rows of one mixed batch): the kept answer is the higher-scored
+    row, its module is the one recorded, and both candidates are in details."""
+    mem, questions, expected = two
+    calls = []
+    mem.ask(questions[:1], "ns", module="ns.colours")
+    original = mem.model.generate
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs.get("adapter_names"))
+        return original(*args, **kwargs)
+
+    mem.model.generate = counting
+    both = ["ns.colours", "ns.towns"]
+    answers = mem.ask(questions, "ns", modules=[both] * len(questions))
+    assert len(calls) == 1 and len(calls[0]) == 2 * len(questions) and len(set(calls[0])) == 2  # k rows, one pass
+    for a in answers:
+        cands = a.details["select"]
+        assert [c[0] for c in cands] == both and all(isinstance(c[1], float) for c in cands)
+        best = max(cands, key=lambda c: c[1])
+        assert a.modules == [best[0]] and a.text == best[2]
+        assert cands[0][2] != cands[1][2]  # the two modules answer differently: the choice matters
+    # The scores are each answer's real mean log-likelihood per token (its end-of-turn token included), as a
+    # separate scoring pass with that module measures it. (Tiny modules recall with thin margins, so which
+    # module wins here is the model's business; that the higher score wins is the rule's.)
+    end = mem.prompt_format.end
+    for a in answers[:2]:
+        for mid, score, text in a.details["select"]:
+            again = mem.logprobs([a.question], [[text + end]], "ns", module=mid, reduce="mean")[0][0]
+            assert score == pytest.approx(again, abs=1e-3)
+
+
+def test_top_k_defaults_to_select_and_merges_on_request(two):
+    mem, questions, _ = two
+    assert ReadConfig().compose == "select"
+    selected = mem.ask(questions[3], "ns", top_k=2, threshold=-1.0)
+    assert len(selected.modules) == 1 and len(selected.details["select"]) == 2
+    merged = mem.ask(questions[3], "ns", top_k=2, threshold=-1.0, merge="ties")
+    assert sorted(merged.modules) == ["ns.colours", "ns.towns"] and "select" not in merged.details
+    mem.read_config = ReadConfig(compose="merge")
+    assert len(mem.ask(questions[3], "ns", top_k=2, threshold=-1.0).modules) == 2
+    with pytest.raises(ValueError, match=r"compose: expected one of \('select', 'merge'\), got 'mix'"):
+        ReadConfig(compose="mix")  # type: ignore[arg-type]
+
+
+def test_logprobs_under_selection_take_the_surest_module(two):
+    mem, questions, expected = two
+    cands = [[expected[0], expected[3]]]
+    each = [mem.logprobs(questions[:1], cands, "ns", module=m)[0] for m in ("ns.colours", "ns.towns")]
+    both = mem.logprobs(questions[:1], cands, "ns", modules=[["ns.colours", "ns.towns"]])[0]
+    assert both == pytest.approx([max(a, b) for a, b in zip(*each)])
 
 
 def test_namespaces_scope_routing(mem, facts):
@@ -240,4 +296,6 @@ def test_dora_modules_take_one_pass_each_and_refuse_merging(two, facts):
     answers = mem.ask([questions[0], "What is the home town of Gita?"], "ns", modules=["ns.colours", "ns.dora"])
     assert [a.text for a in answers] == [expected[0], "Oslo"]
     with pytest.raises(ValueError, match="DoRA"):
-        mem.ask(questions[0], "ns", modules=[["ns.colours", "ns.dora"]])
+        mem.ask(questions[0], "ns", modules=[["ns.colours", "ns.dora"]], merge="ties")
+    picked = mem.ask(questions[0], "ns", modules=[["ns.colours", "ns.dora"]])  # selection combines no weights
+    assert len(picked.modules) == 1 and len(picked.details["select"]) == 2

@@ -10,10 +10,17 @@ One store, written once, measured five ways (``ModulesOptions``; ``k = options.m
    the median, min and max of each side and the ratio of the medians;
 3. merging: the first 2..k modules merged with each method, asked their own entries;
 4. update/delete: forget ``options.changes`` entries of one module and update as many of another (verified by
-   ``KnowledgeMemory``), rebuild time against rewriting every module, and the generated answers afterwards.
+   ``KnowledgeMemory``), rebuild time against rewriting every module, and the generated answers afterwards;
+5. selection: every question read with oracle routing, the embedding router's top-1, its top-k with selection
+   (each routed module one row of a mixed batch, the surest answer kept) and its top-k merged (each of
+   ``options.select_merge_methods``). Per question: ``route_correct`` (the gold module among the routed),
+   ``selected_correct`` (the gold module the one that answered; not for merges, which choose none) and
+   ``correct``; per way, those shares and ``selected_given_routed`` (selection accuracy where routing was right).
 
-``results.json``: one point whose ``readers`` (every section that generated answers, ``metrics.correct``),
-``writes``, ``throughput``, ``merging`` and ``update_delete`` hold the figures; ``samples.jsonl``: every answer.
+``options.parts`` picks which parts run (the k sector modules are written for any of them; the big module only
+for ``budget``). ``results.json``: one point whose ``readers`` (every section that generated answers,
+``metrics.correct``), ``writes``, ``throughput``, ``merging``, ``update_delete`` and ``selection`` hold the
+figures; ``samples.jsonl``: every answer.
 """
 
 from __future__ import annotations
@@ -76,31 +83,43 @@ class ModulesExperiment:
             "index": 0, "label": f"{k} x r{exp.lora.r} vs 1 x r{k * exp.lora.r}", "overrides": {},
             "task": {"name": "phonebook", "primary": "correct", "size": exp.task.size, "seed": exp.task.seed,
                      "questions": len(self.questions)},
-            "writes": {}, "readers": {}, "throughput": None, "merging": [], "update_delete": None,
+            "writes": {}, "readers": {}, "throughput": None, "merging": [], "update_delete": None, "selection": None,
         }
         results["points"].append(self.point)
 
     def run(self) -> None:
-        steps = self.write()
-        self.read_all(steps)
-        self.throughput()
-        self.merging()
-        if self.opts.changes:
+        parts = self.opts.parts
+        steps = self.write("budget" in parts)
+        if "budget" in parts:
+            self.read_all(steps)
+        if "throughput" in parts:
+            self.throughput()
+        if "merging" in parts:
+            self.merging()
+        if "selection" in parts:  # before update/delete, which changes two modules
+            self.selection()
+        if "update_delete" in parts and self.opts.changes:
             self.update_delete()
 
     def say(self, text: str) -> None:
         self.runner.say(f"  {self.exp.name}: {text}")
 
     def record(self, section: str, questions: list[str], gold: list[str], answers: list[Any],
-               seconds: float | None = None, peak_mb: float | None = None) -> dict[str, Any]:
-        """Score a section's answers, append them to samples.jsonl, and return its summary row."""
+               seconds: float | None = None, peak_mb: float | None = None,
+               extra: list[dict[str, float]] | None = None) -> dict[str, Any]:
+        """Score a section's answers, append them to samples.jsonl, and return its summary row.
+
+        ``extra``: more per-question metrics (one dict per question); the row gets their means too."""
         correct = [phone_correct(a.text, g) for a, g in zip(answers, gold)]
+        metrics = [{"correct": float(c), **(extra[i] if extra else {})} for i, c in enumerate(correct)]
         self.runner.output.append(
             {"point": 0, "label": self.point["label"], "reader": section, "question_id": f"q{i:04d}",
-             "kind": "phonebook", "question": q, "gold": [g], "answer": a.text, "metrics": {"correct": float(c)},
+             "kind": "phonebook", "question": q, "gold": [g], "answer": a.text, "metrics": m,
              "modules": a.modules, "details": a.details}
-            for i, (q, g, a, c) in enumerate(zip(questions, gold, answers, correct)))
-        row: dict[str, Any] = {"n": len(gold), "metrics": {"correct": round(sum(correct) / max(1, len(gold)), 4)}}
+            for i, (q, g, a, m) in enumerate(zip(questions, gold, answers, metrics)))
+        names = sorted({k for m in metrics for k in m})
+        row: dict[str, Any] = {"n": len(gold), "metrics": {
+            k: round(sum(m[k] for m in metrics) / len(metrics), 4) for k in names}}
         if seconds is not None:
             row["latency_s"] = round(seconds / max(1, len(gold)), 4)
         if peak_mb is not None:
@@ -110,7 +129,7 @@ class ModulesExperiment:
         return row
 
     # 1. writes: k modules of rank r, then one of rank k*r with as many steps as the k modules used together.
-    def write(self) -> int:
+    def write(self, big: bool = True) -> int:
         mem, exp, k = self.mem, self.exp, self.opts.modules
         steps = 0
         for g, sector in enumerate(self.sectors):
@@ -119,6 +138,9 @@ class ModulesExperiment:
             steps += rep.steps
             self.point["writes"][f"pb.s{g}"] = write_row(rep)
             self.say(f"write pb.s{g}: {rep.summary()}")
+        if not big:
+            self.runner.save(self.results)
+            return steps
         big_train = TrainConfig.from_dict({**exp.train.to_dict(), "max_steps": max(1, steps)})
         big_lora = LoraSpec.from_dict({**exp.lora.to_dict(), "r": k * exp.lora.r})
         rep = mem.write(self.facts, namespace="pb1", module="pb1.all", split=False, lora=big_lora, train=big_train,
@@ -203,7 +225,40 @@ class ModulesExperiment:
                 self.say(f"merge {method} x{n}: {entry.get('correct', entry.get('error'))}")
             self.runner.save(self.results)
 
-    # 5. update and delete single facts in sectors 0 and 1; compare with rewriting every module.
+    # 5. selection against merging: routing, selection and answer accuracy, separately, per question.
+    def selection(self) -> None:
+        mem, qs, k = self.mem, self.questions, min(self.opts.select_top_k, self.opts.modules)
+        ways: list[tuple[str, dict[str, Any]]] = [
+            ("selection: oracle", {"modules": self.oracle}),
+            ("selection: embedding top-1", {"route": "embedding", "top_k": 1}),
+            (f"selection: embedding top-{k} select", {"route": "embedding", "top_k": k}),
+        ]
+        for method in self.opts.select_merge_methods:
+            ways.append((f"selection: embedding top-{k} merge {method}",
+                         {"route": "embedding", "top_k": k, "merge": method}))
+        summary: dict[str, Any] = {"top_k": k, "ways": {}}
+        for name, kwargs in ways:
+            with Timer() as t:
+                answers = mem.ask(qs, namespace="pb", **kwargs)
+            merged = "merge" in kwargs
+            extra = []
+            for a, gold in zip(answers, self.oracle):
+                routed = [r[0] for r in a.details.get("route", [])] if "route" in a.details else list(a.modules)
+                m = {"route_correct": float(gold in routed)}
+                if not merged:
+                    m["selected_correct"] = float(a.modules == [gold])
+                extra.append(m)
+            row = self.record(name, qs, self.gold, answers, t.seconds, t.peak_mb, extra)
+            if not merged:
+                hit = [e["selected_correct"] for e in extra if e["route_correct"]]
+                row["selected_given_routed"] = round(sum(hit) / len(hit), 4) if hit else None
+            summary["ways"][name] = {"kwargs": {key: v for key, v in kwargs.items() if key != "modules"},
+                                     **row["metrics"], "selected_given_routed": row.get("selected_given_routed")}
+            self.say(f"{name}: " + ", ".join(f"{key} {v:.3f}" for key, v in row["metrics"].items()))
+        self.point["selection"] = summary
+        self.runner.save(self.results)
+
+    # 6. update and delete single facts in sectors 0 and 1; compare with rewriting every module.
     def update_delete(self) -> None:
         mem, c, sectors = self.mem, self.opts.changes, self.sectors
         deleted, changed = sectors[0][:c], sectors[1][:c]

@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..config import parse_reader
 from ..provenance import PeakRSS, maxrss_mb
 
 if TYPE_CHECKING:
@@ -236,11 +237,12 @@ class ReadersExperiment:
         exp, mem = point.experiment, self.mem
         assert mem is not None
         lora = name.startswith("lora")
-        base_name, _, routing = name.partition("@")
+        base_name, routing, combine = parse_reader(name)
         t0 = time.perf_counter()
         reader = build_reader(base_name, mem, namespace=point.namespace if lora else None, items=data.items,
                               rag_index=rag_index, k=exp.rag.k, chunk_size=exp.rag.chunk_size,
-                              token_budget=exp.icl.token_budget, max_new_tokens=exp.read.max_new_tokens)
+                              token_budget=exp.icl.token_budget, max_new_tokens=exp.read.max_new_tokens,
+                              combine=combine)
         build_s = time.perf_counter() - t0
         routed = lora and exp.modules == "per_group"
         kwargs = {**exp.ask, **(self._routing(exp, questions, record["modules"], routing or None) if lora else {})}

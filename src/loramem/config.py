@@ -177,6 +177,8 @@ class TrainConfig(_Config):
 
 
 MERGE_METHODS = ("ties", "linear", "dare_ties", "dare_linear", "cat", "svd")
+COMPOSE_MODES = ("select", "merge")
+COMBINE_MODES = ("stack", "gate")
 
 
 @dataclass
@@ -186,11 +188,19 @@ class ReadConfig(_Config):
     progress: bool = _help("Show a progress bar on batched reads of more than one batch.", default=True)
     route: str = _help("Router for a namespace of several modules: embedding, all (merge every module), or a "
                        "registered name.", default="embedding")
-    top_k: int = _help("Modules the router picks per question (more than one are merged).", default=1)
+    top_k: int = _help("Modules the router picks per question (more than one: see compose).", default=1)
     threshold: float = _help("Embedding router: below this cosine similarity no module answers (bare model).",
                              default=0.3)
-    merge: str = _help(f"How several modules answering one question are merged: one of {MERGE_METHODS}.",
-                       default="ties")
+    compose: Literal["select", "merge"] = _help(
+        "A question routed to several modules: 'select' runs each module as its own row of one mixed-adapter "
+        "batch and keeps the answer its module is surest of (mean log-likelihood per token); 'merge' merges "
+        "them into one adapter (see merge). ask(merge=...) given explicitly always merges.", default="select")
+    merge: str = _help(f"How several modules answering one question are merged under compose='merge': one of "
+                       f"{MERGE_METHODS}.", default="ties")
+    combine: Literal["stack", "gate"] = _help(
+        "ask(context=...): 'stack' puts the context before the question with the module active; 'gate' "
+        "answers closed-book and with the context in one batch and keeps the answer the model is surer of "
+        "(mean log-likelihood per token; a tie goes to the context answer).", default="stack")
     mixed_batches: bool = _help("Questions for different modules share one generation pass (peft adapter_names); "
                                 "off: one pass per module.", default=True)
     cache_mb: float = _help("Memory budget of loaded adapters (LRU); the least recently used are unloaded.",
@@ -203,6 +213,8 @@ class ReadConfig(_Config):
         _expect(self.top_k >= 1, "top_k", "an int >= 1", self.top_k)
         _expect(-1.0 <= self.threshold <= 1.0, "threshold", "a cosine similarity in [-1, 1]", self.threshold)
         _expect(self.merge in MERGE_METHODS, "merge", f"one of {MERGE_METHODS}", self.merge)
+        _expect(self.compose in COMPOSE_MODES, "compose", f"one of {COMPOSE_MODES}", self.compose)
+        _expect(self.combine in COMBINE_MODES, "combine", f"one of {COMBINE_MODES}", self.combine)
         _expect(self.cache_mb > 0, "cache_mb", "> 0", self.cache_mb)
 
 

@@ -243,14 +243,14 @@ class KnowledgeMemory:
         self, question: str, namespace: str | None = ..., *, module: str | None = ...,
         modules: Sequence[str | Sequence[str] | None] | None = ..., route: str | None = ...,
         top_k: int | None = ..., threshold: float | None = ..., merge: str | None = ...,
-        context: str | Sequence[str | None] | None = ..., max_new_tokens: int | None = ...,
+        context: str | Sequence[str | None] | None = ..., max_new_tokens: int | None = ..., combine: str | None = ...,
     ) -> Answer: ...
     @overload
     def ask(
         self, question: Sequence[str], namespace: str | None = ..., *, module: str | None = ...,
         modules: Sequence[str | Sequence[str] | None] | None = ..., route: str | None = ...,
         top_k: int | None = ..., threshold: float | None = ..., merge: str | None = ...,
-        context: str | Sequence[str | None] | None = ..., max_new_tokens: int | None = ...,
+        context: str | Sequence[str | None] | None = ..., max_new_tokens: int | None = ..., combine: str | None = ...,
     ) -> list[Answer]: ...
 
     @_locked
@@ -267,22 +267,24 @@ class KnowledgeMemory:
         merge: str | None = None,
         context: str | Sequence[str | None] | None = None,
         max_new_tokens: int | None = None,
+        combine: str | None = None,
     ) -> Answer | list[Answer]:
         """Answer one question or a list (batched) with the right module(s) active.
 
         Which modules answer: ``namespace=None`` the bare base model; ``module`` one module id for every
-        question; ``modules`` one entry per question (a module id, a list of ids to merge, or None for the bare
+        question; ``modules`` one entry per question (a module id, a list of ids, or None for the bare
         model: oracle routing); otherwise the namespace's module, or, when it has several, the router
         (``route``, default ``ReadConfig.route``: ``embedding``, top-``top_k`` above ``threshold``; a question
         no module reaches is answered by the bare model). Questions routed to different modules share one
-        generation pass (peft mixed-adapter batches); a question routed to several modules gets them merged
-        (``merge``: ties, linear, dare_ties, dare_linear, cat, svd), cached per module set.
-        ``context`` puts text in the prompt before the question (RAG/ICL on top of the memory).
+        generation pass; one routed to several keeps the answer its surest module gives (``details["select"]``)
+        unless ``merge`` (ties, linear, cat, ...) or ``ReadConfig.compose="merge"`` merges them. ``context``: text
+        before the question; ``combine="gate"`` also answers closed-book and keeps the surer (``loramem.compose``).
         """
         single = isinstance(question, str)
         questions: list[str] = [question] if isinstance(question, str) else list(question)
         answers = querying.ask(self.rt, questions, namespace, module=module, modules=modules, route=route, top_k=top_k,
-                               threshold=threshold, merge=merge, context=context, max_new_tokens=max_new_tokens)
+                               threshold=threshold, merge=merge, context=context, max_new_tokens=max_new_tokens,
+                               combine=combine)
         return answers[0] if single else answers
 
     @_locked

@@ -2,8 +2,10 @@
 
     select   -> per question, the module versions that answer it (oracle ids, one module, the namespace's
                 module, or the router's top-k), empty for the bare model
-    names    -> one adapter per question from the pool (loaded, or merged for a set of modules)
-    generate -> one pass: one active adapter, a peft mixed-adapter batch, or one pass per adapter
+    plan     -> the rows of one batch (``compose``): one per question, or one per routed module (selection)
+                and per prompt (the gate's closed-book and context prompts)
+    generate -> one pass: one active adapter, a peft mixed-adapter batch, or one pass per adapter; then each
+                question keeps its surest row (``compose.choose``)
 
 ``ask``, ``logprobs``, ``chat``, ``complete`` and ``stream_chat`` are the facade's read calls; the facade
 holds the lock around them. Layer 4: over the runtime, never the facade.
@@ -12,16 +14,16 @@ holds the lock around them. Layer 4: over the runtime, never the facade.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from . import compose
+from .compose import Selection
 from .config import ReadConfig
 from .runtime import Runtime
 from .store import ModuleInfo, check_namespace
 from .types import Answer
 
-Selection = list[list[tuple[ModuleInfo, float]]]  # per question: (module version, routing score), best first
 ModulesArg = Sequence[str | Sequence[str] | None] | None
 
 
@@ -101,15 +103,20 @@ def ask(
     merge: str | None = None,
     context: str | Sequence[str | None] | None = None,
     max_new_tokens: int | None = None,
+    combine: str | None = None,
 ) -> list[Answer]:
     """``KnowledgeMemory.ask`` for a list of questions: see its docstring."""
     if not questions or any(not isinstance(q, str) or not q.strip() for q in questions):
         raise ValueError(f"question: expected a non-empty string or list of them, got {questions!r:.80}")
+    how, _ = compose.modes(rt.settings.read, combine, merge)
     contexts = per_question("context", context, len(questions))
     selection, routed = select(rt, questions, namespace, module, modules, route, top_k, threshold)
     texts = [rt.prompt.prompt(q, None if contexts is None else contexts[i]) for i, q in enumerate(questions)]
+    closed = None
+    if how == "gate" and contexts is not None:
+        closed = [None if c is None else rt.prompt.prompt(q, None) for q, c in zip(questions, contexts)]
     reader = "lora" + ("+context" if contexts is not None else "")
-    return _generate(rt, questions, texts, selection, routed, reader, max_new_tokens, merge)
+    return _generate(rt, questions, texts, selection, routed, reader, max_new_tokens, merge, closed=closed)
 
 
 def chat(
@@ -161,28 +168,17 @@ def _generate(
     max_new_tokens: int | None,
     merge: str | None,
     stop: Sequence[str] | None = None,
+    closed: Sequence[str | None] | None = None,
 ) -> list[Answer]:
-    from .read import generate_texts
+    """One batch for every question's rows (``compose.plan``), then each question's surest row.
 
-    t0 = time.perf_counter()
-    names = adapter_names(rt, selection, merge)
-    load_s = time.perf_counter() - t0
-    cfg = read_config(rt, max_new_tokens)
-    pool = rt.pool
-    outs = pool.run(names, lambda rows, kw: generate_texts(
-        pool.model, rt.prompt, [texts[i] for i in rows], cfg, stop=stop, **kw))
-    answers = []
-    for q, sel, g in zip(questions, selection, outs):
-        details: dict[str, Any] = {}
-        if routed:
-            details["route"] = [[i.module_id, round(score, 4)] for i, score in sel]
-        answers.append(Answer(
-            question=q, text=g.text, modules=[i.module_id for i, _ in sel],
-            reader=reader if sel else reader.replace("lora", "base"),
-            timings={"generate": g.seconds, "load": load_s / max(1, len(questions))},
-            usage={"input_tokens": g.input_tokens, "output_tokens": g.output_tokens}, details=details,
-        ))
-    return answers
+    ``closed``: the gate's closed-book prompts (None: no gate). Several modules per question are selected
+    between (``ReadConfig.compose="select"``) unless ``merge`` is given or the config says merge.
+    """
+    _, how = compose.modes(rt.settings.read, None, merge)
+    rows = compose.plan(questions, texts, closed, selection, how)
+    load_s = compose.run(rt, rows, read_config(rt, max_new_tokens), merge, stop)
+    return compose.answers(questions, rows, selection, routed, reader, load_s)
 
 
 def logprobs(
@@ -198,7 +194,12 @@ def logprobs(
     context: str | Sequence[str | None] | None = None,
     reduce: str = "sum",
 ) -> list[list[float]]:
-    """``KnowledgeMemory.logprobs``: see its docstring."""
+    """``KnowledgeMemory.logprobs``: see its docstring.
+
+    A question with several modules under selection scores each candidate with each of them and keeps, per
+    candidate, the best score: the candidate's log-probability under the module surest of it (the rule
+    ``ask`` selects by, applied to a given answer instead of a generated one).
+    """
     from .read import answer_logprobs
 
     if reduce not in ("sum", "first", "mean"):
@@ -208,19 +209,25 @@ def logprobs(
         raise ValueError(f"candidates: expected {len(questions)} lists (one per question), got {len(candidates)}")
     contexts = per_question("context", context, len(questions)) or [None] * len(questions)
     selection, _ = select(rt, questions, namespace, module, modules, route)
-    q_names = adapter_names(rt, selection, merge)
-    pairs, names = [], []
-    for q, c, cands, name in zip(questions, contexts, candidates, q_names):
-        for cand in cands:
-            pairs.append((rt.prompt.prompt(q, c), cand))
-            names.append(name)
+    _, how = compose.modes(rt.settings.read, None, merge)
+    # Per question, the adapter rows that score it: each module (selection) or the one (merged) adapter.
+    sets = [[[i] for i, _ in sel] if how == "select" and len(sel) > 1 else [[i for i, _ in sel]] for sel in selection]
+    set_names = rt.pool.names_for([s for per_q in sets for s in per_q], merge)
+    pairs, names, owner = [], [], []  # owner: (question, candidate) of each row
+    k = 0
+    for qi, (q, c, cands) in enumerate(zip(questions, contexts, candidates)):
+        for _ in sets[qi]:
+            for ci, cand in enumerate(cands):
+                pairs.append((rt.prompt.prompt(q, c), cand))
+                names.append(set_names[k])
+                owner.append((qi, ci))
+            k += 1
     pool = rt.pool
     flat = pool.run(names, lambda rows, kw: answer_logprobs(
         pool.model, rt.prompt.tokenizer, [pairs[i] for i in rows], rt.settings.read.batch_size, reduce, **kw))
-    out: list[list[float]] = []
-    for cands in candidates:
-        out.append(flat[: len(cands)])
-        flat = flat[len(cands) :]
+    out: list[list[float]] = [[float("-inf")] * len(cands) for cands in candidates]
+    for (qi, ci), value in zip(owner, flat):
+        out[qi][ci] = max(out[qi][ci], value)
     return out
 
 
@@ -237,13 +244,17 @@ def stream_chat(
     """Stream the next assistant turn of one conversation as text pieces.
 
     The module(s) are chosen before the first piece, so errors surface at once. The generation thread holds ``lock`` for the whole generation, so no other call can switch
-    or evict the adapter mid-stream, whichever thread(s) the consumer reads the stream from.
+    or evict the adapter mid-stream, whichever thread(s) the consumer reads the stream from. Selection needs
+    whole answers before it can choose, so a stream routed to several modules under ``compose="select"``
+    streams from the router's best module.
     """
     from .read import stream_text
 
     with lock:
         text = rt.prompt.render(list(conversation))
         selection, _ = select(rt, [last_user_message(conversation)], namespace, module)
+        if compose.modes(rt.settings.read, None, None)[1] == "select":
+            selection = [sel[:1] for sel in selection]
         model = rt.pool.model
 
     def locked_generate(**kwargs: Any) -> None:

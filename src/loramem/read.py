@@ -23,6 +23,9 @@ class Generated:
     seconds: float  # this question's share of its batch's wall time
     input_tokens: int
     output_tokens: int
+    # Mean log-likelihood per generated token (end-of-turn included) under the row's own prompt and adapter:
+    # how sure the model is of this answer (the gate and module selection compare it). None unless asked for.
+    logprob: float | None = None
 
 
 def generate(
@@ -49,10 +52,12 @@ def generate_texts(
     stop: Sequence[str] | None = None,
     desc: str = "ask",
     adapter_names: Sequence[str] | None = None,
+    scores: bool = False,
 ) -> list[Generated]:
     """Greedy continuations of already formatted prompts, batched; cut at end-of-turn and ``stop`` strings.
 
     ``adapter_names``: one peft adapter per prompt (``__base__`` for none): a mixed-adapter batch.
+    ``scores``: also measure each answer's ``logprob`` during the same pass (no second forward pass).
     """
     tok = prompt.tokenizer
     encoded = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -73,16 +78,46 @@ def generate_texts(
             n = len(encoded[i])
             ids[row, width - n :] = torch.tensor(encoded[i])
             mask[row, width - n :] = 1
-        extra = {} if adapter_names is None else {"adapter_names": [adapter_names[i] for i in batch]}
+        extra: dict[str, Any] = {} if adapter_names is None else {"adapter_names": [adapter_names[i] for i in batch]}
+        gen_kwargs = _generation_kwargs(prompt, config, pad)
+        recorder = _ChosenLogprob() if scores else None
+        if recorder is not None:
+            from transformers import LogitsProcessorList
+
+            extra["logits_processor"] = LogitsProcessorList([recorder])
         t0 = time.perf_counter()
-        out = model.generate(input_ids=ids, attention_mask=mask, **_generation_kwargs(prompt, config, pad), **extra)
+        out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs, **extra)
         per_question = (time.perf_counter() - t0) / len(batch)
         for row, i in enumerate(batch):
             new_ids = out[row, width:].tolist()
             text = cut(tok.decode(new_ids, skip_special_tokens=False), prompt, tok, stop)
             n_out = len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
-            results[i] = Generated(text, per_question, len(encoded[i]), n_out)
+            lp = None if recorder is None else recorder.mean(row, new_ids, gen_kwargs["eos_token_id"])
+            results[i] = Generated(text, per_question, len(encoded[i]), n_out, lp)
     return results
+
+
+class _ChosenLogprob:
+    """A logits processor that records, at each step, the log-probability of the token greedy decoding picks.
+
+    Greedy picks the arg-max of the processed scores, so that token's log-probability is the max of their
+    log-softmax: [B] per step, not the [B, V] tensors ``output_scores`` would keep for the whole answer.
+    Placed last in the processor list, it sees the scores the arg-max is taken over.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[torch.Tensor] = []  # per step: [B]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.steps.append(torch.log_softmax(scores.float(), dim=-1).max(dim=-1).values)
+        return scores
+
+    def mean(self, row: int, new_ids: list[int], stop_ids: list[int]) -> float:
+        """Mean over the row's answer tokens: up to and including its first end token (padding after it is
+        the batch running on for other rows, not this answer)."""
+        n = next((j + 1 for j, t in enumerate(new_ids) if t in stop_ids), len(new_ids))
+        n = max(1, min(n, len(self.steps)))
+        return float(torch.stack([self.steps[j][row] for j in range(n)]).mean())
 
 
 @torch.no_grad()

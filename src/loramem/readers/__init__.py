@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..config import COMBINE_MODES
 from ..text import chunk_text, render_item
 from ..types import Item, Reader
 from .base import Context, ContextSource, MemoryReader
@@ -37,7 +38,9 @@ def register_reader(name: str, factory: ReaderFactory) -> None:
 def build_reader(name: str, memory: KnowledgeMemory, **options: Any) -> Reader:
     """A reader by name. Options: ``namespace`` (LoRA readers), ``items`` (the knowledge, for ICL and RAG),
     ``rag_index`` (a built ``RAGIndex``; else one is built from ``items``), ``k``, ``chunk_size``,
-    ``token_budget``, ``max_new_tokens``."""
+    ``token_budget``, ``max_new_tokens``, and for readers with a context ``combine`` (``"stack"``: the context in
+    the module's prompt; ``"gate"``: closed-book and with the context, the surer answer kept; the reader is then
+    named ``<name>@gate``; None: ``ReadConfig.combine``)."""
     if name not in READERS:
         raise KeyError(f"unknown reader {name!r}; known readers: {', '.join(sorted(READERS))}")
     return READERS[name](memory, **options)
@@ -68,15 +71,27 @@ def _factory(lora: bool, context: str | None) -> ReaderFactory:
         chunk_size: int = 128,
         token_budget: int = 2048,
         max_new_tokens: int | None = None,
+        combine: str | None = None,
     ) -> Reader:
+        if combine is not None:
+            _expect_combine(combine, context)
         source: ContextSource | None = None
         if context == "icl":
             source = _icl(memory, items, token_budget)
         elif context == "rag":
             source = _rag(items, rag_index, k, chunk_size)
-        return MemoryReader(memory, namespace=namespace if lora else None, context=source, max_new_tokens=max_new_tokens)
+        return MemoryReader(memory, namespace=namespace if lora else None, context=source, max_new_tokens=max_new_tokens,
+                            combine=combine)
 
     return make
+
+
+def _expect_combine(combine: str, context: str | None) -> None:
+    if combine not in COMBINE_MODES:
+        raise ValueError(f"combine: expected one of {COMBINE_MODES}, got {combine!r}")
+    if combine == "gate" and context is None:
+        raise ValueError(f"combine: expected 'stack' or None for a reader without a context (nothing to gate), "
+                         f"got {combine!r}")
 
 
 for _name, _lora, _ctx in [

@@ -47,13 +47,15 @@ class MemoryReader:
         context: ContextSource | None = None,
         name: str | None = None,
         max_new_tokens: int | None = None,
+        combine: str | None = None,
     ) -> None:
         self.memory = memory
         self.namespace = namespace
         self.context = context
         self.max_new_tokens = max_new_tokens
+        self.combine = combine  # how the context meets the memory (``ask(combine=)``); None: ReadConfig's
         parts = (["lora"] if namespace is not None else []) + ([context.name] if context is not None else [])
-        self.name = name or "+".join(parts) or "base"
+        self.name = name or ("+".join(parts) or "base") + ("@gate" if combine == "gate" else "")
 
     def _contexts(self, questions: list[str]) -> tuple[list[Context] | None, float]:
         if self.context is None:
@@ -69,6 +71,8 @@ class MemoryReader:
         qs = _questions(questions)
         ctx, ctx_s = self._contexts(qs)
         kwargs.setdefault("max_new_tokens", self.max_new_tokens)
+        if self.combine is not None and ctx is not None:
+            kwargs.setdefault("combine", self.combine)
         answers = self.memory.ask(qs, self.namespace, context=[c.text for c in ctx] if ctx else None, **kwargs)
         for i, a in enumerate(answers):
             a.reader = self.name
