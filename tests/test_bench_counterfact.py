@@ -95,7 +95,8 @@ def test_build_sizes_and_seeds() -> None:
     n = len(load_records(KEPT))
     data = task.build(10, seed=0)
     assert len(data.items) == 10 and len(data.questions) == 50
-    assert data.meta == {"facts": 10, "seed": 0, "source": "benchmarks/data/counterfact.jsonl"}
+    assert data.meta == {"facts": 10, "seed": 0, "source": "benchmarks/data/counterfact.jsonl",
+                         "preserve": "held-out", "preserve_prompts": len(data.preserve)}
     assert data.groups == {"all": [it.id for it in data.items]}
     again = task.build(10, seed=0)
     assert [q.id for q in again.questions] == [q.id for q in data.questions]
@@ -220,3 +221,22 @@ def test_check_known_on_the_tiny_model(mem: KnowledgeMemory) -> None:
         knows(checks[0], "vibes")
     with pytest.raises(ValueError, match="batch_size: expected >= 1, got 0"):
         check_known(mem, [RECORD], batch_size=0)
+
+
+def test_preservation_prompts_are_held_out_unless_asked_for() -> None:
+    """Held-out: same relations as the edits, none of them a question the run asks or about an edited subject;
+    neighbours: exactly the neighbourhood questions locality is scored on; none: nothing."""
+    task = CounterFactTask()
+    data = task.build(20, seed=1)
+    asked = {q.text for q in data.questions}
+    edited = {it.subject for it in data.items}
+    relations = {it.relation for it in data.items}
+    assert len(data.preserve) >= len(data.items) and not asked & set(data.preserve)
+    by_question = {r["question"]: r for r in load_records(CANDIDATES)}
+    known = [by_question[p] for p in data.preserve if p in by_question]
+    assert known and all(r["relation"] in relations and r["subject"] not in edited for r in known)
+    neighbours = task.build(20, seed=1, preserve="neighbours")
+    assert set(neighbours.preserve) == {q.text for q in neighbours.questions if q.kind == "neighbourhood"}
+    assert task.build(20, seed=1, preserve="none").preserve == []
+    with pytest.raises(ValueError, match="preserve: expected one of"):
+        task.build(5, preserve="all")

@@ -205,6 +205,8 @@ class ReadersExperiment:
         mem = self.mem
         assert mem is not None
         kwargs: dict[str, Any] = {"lora": exp.lora, "train": exp.train, "synth": exp.synth}
+        if data.preserve and _accepts(mem.write, "preserve"):
+            kwargs["preserve"] = data.preserve  # e.g. CounterFact's neighbourhood prompts (the preservation term)
         if exp.modules == "single":
             if _accepts(mem.write, "split"):
                 kwargs["split"] = False  # a capacity measurement needs every item in the one module

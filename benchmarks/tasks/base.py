@@ -37,6 +37,7 @@ class TaskData:
     questions: list[Question]
     groups: dict[str, list[str]] = field(default_factory=dict)  # group id -> item ids (one module each)
     meta: dict[str, Any] = field(default_factory=dict)  # size, seed, knowledge tokens, ...
+    preserve: list[str] = field(default_factory=list)  # prompts the write must leave alone (write(preserve=))
 
     def __post_init__(self) -> None:
         ids = {it.id for it in self.items}

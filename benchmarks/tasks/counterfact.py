@@ -27,6 +27,12 @@ languages, continents and chemical symbols best, and none of the composers or pa
 - ``paraphrase`` x2: the paraphrased questions; same answers and candidates;
 - ``neighbourhood`` x2: the neighbour questions; answers ``[neighbour answer]``, candidates ``[neighbour answer, new]``.
 
+Preservation prompts (``TaskData.preserve``, passed as ``write(..., preserve=...)``), by the ``preserve`` option:
+``"held-out"`` (default): for each edit, up to two questions of the same relation from the candidate records that
+the run does not edit, none of them a question the run asks (so locality is measured on prompts the KL term never
+saw, as in ROME's evaluation); ``"neighbours"``: the edits' own neighbour prompts, the very questions locality is
+scored on (an optimistic upper bound); ``"none"``: no prompts given (the write decides, see ``TrainConfig.kl_weight``).
+
 ``score`` is generation-based: ``correct`` when the normalised expected answer (lowercase, no accents, punctuation
 or articles; a plural ``s``/``es`` allowed) is a whole-word span of the normalised answer; for efficacy and
 paraphrase questions also ``old_mentioned`` (the old true answer appears), for neighbourhood questions
@@ -176,14 +182,43 @@ def questions_of(record: dict[str, Any], fact: Fact) -> list[Question]:
     return out
 
 
+PRESERVE = ("held-out", "neighbours", "none")
+
+
+def preservation_prompts(records: Sequence[dict[str, Any]], asked: Sequence[Question], how: str, seed: int,
+                         per_edit: int = 2) -> list[str]:
+    """The prompts an edit must leave alone (see the module docstring's ``preserve`` option)."""
+    if how == "none":
+        return []
+    if how == "neighbours":
+        return list(dict.fromkeys(n["question"] for r in records for n in r["neighbours"]))
+    edited = {r["subject"] for r in records}
+    taken = {q.text for q in asked}
+    by_relation: dict[str, list[str]] = {}
+    for r in load_records(CANDIDATES):  # a superset of the kept file: true facts of the same relations
+        if r["subject"] not in edited:
+            for q in (r["question"], *(n["question"] for n in r["neighbours"])):
+                if q not in taken:
+                    by_relation.setdefault(r["relation"], []).append(q)
+    rng = random.Random(seed)
+    out: list[str] = []
+    for r in records:
+        pool = sorted(set(by_relation.get(r["relation"], [])) - set(out))
+        out += rng.sample(pool, min(per_edit, len(pool)))
+    return out
+
+
 class CounterFactTask:
     name = "counterfact"
     primary = "correct"
 
-    def build(self, size: int = 0, seed: int = 0, *, path: str | Path | None = None, **options: Any) -> TaskData:
+    def build(self, size: int = 0, seed: int = 0, *, path: str | Path | None = None, preserve: str = "held-out",
+              **options: Any) -> TaskData:
         """``size`` records picked with ``seed`` (0, or more than the file holds, means all of them), in file order."""
         if options:
-            raise ValueError(f"counterfact: unknown options {sorted(options)}; it takes size, seed and path")
+            raise ValueError(f"counterfact: unknown options {sorted(options)}; it takes size, seed, path and preserve")
+        if preserve not in PRESERVE:
+            raise ValueError(f"counterfact: preserve: expected one of {list(PRESERVE)}, got {preserve!r}")
         if size < 0:
             raise ValueError(f"counterfact: expected size >= 0 facts (0 = all), got {size}")
         records = load_records(path if path is not None else KEPT)
@@ -192,8 +227,10 @@ class CounterFactTask:
             records = [records[i] for i in picked]
         facts = [fact_of(r) for r in records]
         questions = [q for r, f in zip(records, facts) for q in questions_of(r, f)]
-        meta = {"facts": len(facts), "seed": seed, "source": SOURCE if path is None else str(path)}
-        return TaskData(self.name, list(facts), questions, {"all": [f.id for f in facts]}, meta)
+        prompts = preservation_prompts(records, questions, preserve, seed)
+        meta = {"facts": len(facts), "seed": seed, "source": SOURCE if path is None else str(path),
+                "preserve": preserve, "preserve_prompts": len(prompts)}
+        return TaskData(self.name, list(facts), questions, {"all": [f.id for f in facts]}, meta, prompts)
 
     def score(self, question: Question, answer: Answer) -> dict[str, float]:
         out = {"correct": float(mentions(answer.text, question.answers[0]))}

@@ -163,9 +163,43 @@ class TrainConfig(_Config):
     batch_tokens: int = _help("Tokens per optimizer step (rows of seq_len packed with whole examples).", default=512)
     seed: int = _help("Seed for adapter init and data order: the same seed gives the same module.", default=0)
     progress: bool = _help("Show a progress bar.", default=True)
+    kl_weight: float | None = _help(
+        "Lambda of the preservation term: loss = CE(written answers) + lambda x KL(base || adapted) on "
+        "preservation prompts (neighbours of the written facts, prompts given with write(preserve=), generic "
+        "questions). None: edit_kl_weight for update(), for writes given preserve= and for writes of facts the "
+        "base model already knows, 0 otherwise; a number: that lambda for every write (0 = off).",
+        default=None,
+    )
+    edit_kl_weight: float = _help("The lambda that kl_weight=None gives edits (see kl_weight).", default=1.0)
+    kl_prompts_per_step: int = _help("Preservation prompts in each optimizer step (cycled through all of them).",
+                                     default=8)
+    kl_tokens: int = _help(
+        "Positions per preservation prompt the KL covers: the last prompt position and the base model's own "
+        "greedy continuation, up to this many positions (stopping after end-of-turn).",
+        default=12,
+    )
+    kl_neighbours: int = _help("Neighbour prompts per written fact: other subjects' questions of its relation.",
+                               default=2)
+    known_logprob: float = _help(
+        "The base model 'knows' a fact when every token of its greedy answer to the canonical question has "
+        "log-probability >= this (its least sure token is sure enough).",
+        default=-1.75,
+    )
+    known_share: float = _help(
+        "kl_weight=None turns the term on for a write when at least this share of its facts are known.",
+        default=0.4,
+    )
 
     def __post_init__(self) -> None:
         _expect(self.lr > 0, "lr", "> 0", self.lr)
+        _expect(self.kl_weight is None or (isinstance(self.kl_weight, (int, float)) and self.kl_weight >= 0),
+                "kl_weight", "None or a float >= 0", self.kl_weight)
+        _expect(self.edit_kl_weight >= 0, "edit_kl_weight", "a float >= 0", self.edit_kl_weight)
+        _expect(self.kl_prompts_per_step >= 1, "kl_prompts_per_step", "an int >= 1", self.kl_prompts_per_step)
+        _expect(self.kl_tokens >= 1, "kl_tokens", "an int >= 1", self.kl_tokens)
+        _expect(self.kl_neighbours >= 0, "kl_neighbours", "an int >= 0", self.kl_neighbours)
+        _expect(self.known_logprob <= 0, "known_logprob", "a log-probability <= 0", self.known_logprob)
+        _expect(0.0 < self.known_share <= 1.0, "known_share", "a float in (0, 1]", self.known_share)
         _expect(self.max_steps >= 1, "max_steps", "an int >= 1", self.max_steps)
         _expect(0.0 < self.target_recall <= 1.0, "target_recall", "a float in (0, 1]", self.target_recall)
         _expect(self.seq_len >= 16, "seq_len", "an int >= 16", self.seq_len)

@@ -159,7 +159,7 @@ def _replace(rt: Runtime, namespace: str, removed: set[str], added: list[Added],
         for a in plan(rt, namespace, store.modules(namespace), new_items, new_examples, None, None):
             mine = {i.id for i in a.items}
             reports.append(write_module(rt, namespace, a, [e for e in new_examples if e.item_id in mine],
-                                        rt.settings.train, rt.settings.synth))
+                                        rt.settings.train, rt.settings.synth, edit=True))
     store.remove_items(namespace, sorted(removed))
     if not reports:
         return None
@@ -174,9 +174,10 @@ def _rebuild(rt: Runtime, info: ModuleInfo, namespace: str, keep: list[str], rem
     spec = LoraSpec.from_dict(info.lora_spec)
     a = Assignment(info, info.module_id, spec, [it for it, _, _ in added], f"rebuild without {len(removed)} item(s)")
     new_examples = [e for _, ex, _ in added for e in ex]
-    # Fresh weights: training from the old version would carry the removed items over.
+    # Fresh weights: training from the old version would carry the removed items over. An update (new values)
+    # is an edit: its neighbours keep the base model's answers (the preservation term, TrainConfig.kl_weight).
     return write_module(rt, namespace, a, new_examples, rt.settings.train, rt.settings.synth,
-                        fresh=True, keep=keep, removed=removed)
+                        fresh=True, keep=keep, removed=removed, edit=bool(added))
 
 
 def _verify(rt: Runtime, reports: list[WriteReport], removed_examples: list[Example],

@@ -219,6 +219,7 @@ class KnowledgeMemory:
         train: TrainConfig | None = None,
         synth: SynthConfig | None = None,
         llm: Any | None = None,
+        preserve: Sequence[str] | None = None,
     ) -> WriteReport:
         """Write items into the namespace's module(s), training a new version of each module that changes.
 
@@ -232,9 +233,11 @@ class KnowledgeMemory:
         Items already held are not trained on twice; a module's new version replays every item it holds, so
         nothing written before is lost. ``llm``: a callable or LangChain chat model that writes the training
         data (off by default). When several modules change, the report sums them and lists each in ``parts``.
+        ``preserve``: prompts whose answers the write must leave as the base model gives them (the preservation
+        term, ``TrainConfig.kl_weight``; giving them turns it on unless ``kl_weight`` is set).
         """
         return writing.write(self.rt, items, namespace, module=module, split=split, lora=lora, train=train,
-                             synth=synth, llm=llm)
+                             synth=synth, llm=llm, preserve=preserve)
 
     # --- reading ---------------------------------------------------------------------------------------------
 

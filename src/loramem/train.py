@@ -8,6 +8,12 @@ Why it is shaped this way (CPU throughput is the budget):
     the positions that carry loss, instead of on every position as ``labels=`` would.
   * Recall is checked by teacher forcing: an answer is recalled iff the argmax at every answer position is the
     answer's next token, which is exactly "greedy decoding reproduces it". One forward pass, no generation.
+  * Edits stay local with a preservation term (``kl_weight`` > 0): loss = CE + lambda x KL(base || adapted) on
+    preservation prompts (``loramem.preserve``). The base is frozen, so its distributions are computed once per
+    write, with the adapter disabled, before the first step: at the last prompt position and along the base
+    model's own greedy continuation (``kl_tokens`` positions, the answer a neighbour question gets). They are
+    kept as the top ``KL_TOP_K`` tokens plus one "rest" bucket: the KL of those coarsened distributions is a
+    true divergence (0 iff they agree, never above the full KL) at a sliver of the memory of [n, V].
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from .prompts import PromptFormat
 from .types import Example
 
 Encoded = tuple[list[int], list[bool]]
+KL_TOP_K = 64  # base-model tokens kept per preservation position (the rest is one bucket)
 
 
 @dataclass
@@ -49,6 +56,8 @@ class TrainResult:
     eval_seconds: float
     padding_fraction: float
     history: list[dict[str, float]] = field(default_factory=list)
+    preserve_prompts: int = 0  # preservation prompts the KL term used (0: the term was off)
+    kl_setup_seconds: float = 0.0  # greedy continuations + base distributions, once per write
 
     @property
     def tokens_per_second(self) -> float:
@@ -139,6 +148,70 @@ def loss_on_batch(model: Any, batch: Batch) -> torch.Tensor:
     return F.cross_entropy(logits, targets)
 
 
+@dataclass
+class Preservation:
+    """The base model's next-token distributions on the preservation prompts, cached for a whole write."""
+
+    encoded: list[Encoded]  # prompt + the base's greedy continuation; mask True where the KL applies
+    start: torch.Tensor  # [E] first row of each prompt's positions in the tables below
+    top_ids: torch.Tensor  # [N, K] the base model's K likeliest next tokens at every kept position
+    top_logp: torch.Tensor  # [N, K] their log-probabilities
+
+
+def _offsets(owners: torch.Tensor, n_examples: int) -> torch.Tensor:
+    """Index of each selected position within its example (an example's positions are contiguous)."""
+    idx = torch.arange(owners.numel())
+    first = torch.full((n_examples,), owners.numel(), dtype=torch.long).scatter_reduce(0, owners, idx, reduce="amin")
+    return idx - first[owners]
+
+
+@torch.no_grad()
+def base_distributions(model: Any, prompt: PromptFormat, prompts: Sequence[str], config: TrainConfig,
+                       pad_id: int) -> Preservation:
+    """Greedy-continue every prompt with the adapter disabled, then cache the base's top-K at each KL position."""
+    from .preserve import greedy
+
+    was_training = model.training
+    model.eval()
+    with model.disable_adapter():  # the target is the frozen base model itself
+        encoded: list[Encoded] = []
+        for p_ids, cont, _ in greedy(model, prompt, prompts, config.kl_tokens):
+            # Positions that predict cont[0..k-1]: the last prompt position and cont[:-1] (cont[-1] only as input).
+            ids, mask = (p_ids + cont)[-config.seq_len :], ([False] * len(p_ids) + [True] * len(cont))[-config.seq_len :]
+            encoded.append((ids, [False] + mask[1:]))
+        counts = torch.tensor([sum(m[1:]) for _, m in encoded])
+        start = torch.cumsum(counts, 0) - counts
+        top_ids = torch.zeros((int(counts.sum()), KL_TOP_K), dtype=torch.long)
+        top_logp = torch.zeros((int(counts.sum()), KL_TOP_K))
+        rows = pack(encoded, range(len(encoded)), config.seq_len)
+        per_step = max(1, config.batch_tokens // config.seq_len) * 2  # no backward: bigger batches fit
+        for s in range(0, len(rows), per_step):
+            batch = collate(encoded, rows[s : s + per_step], pad_id)
+            h, _, owners = _targets(model, batch)  # [n, H]
+            logp = F.log_softmax(_head(model)(h).float(), -1)  # [n, V]
+            k = min(KL_TOP_K, logp.shape[-1])
+            top = logp.topk(k, -1)
+            flat = start[owners] + _offsets(owners, len(encoded))
+            top_ids[flat, :k], top_logp[flat, :k] = top.indices, top.values
+            top_logp[flat, k:] = -math.inf  # a vocabulary smaller than K: nothing in the unused slots
+    model.train(was_training)
+    return Preservation(encoded, start, top_ids, top_logp)
+
+
+def kl_on_batch(model: Any, batch: Batch, pres: Preservation) -> torch.Tensor:
+    """Mean over positions of KL(base || adapted), on the top-K + rest coarsening of both distributions."""
+    h, _, owners = _targets(model, batch)  # [n, H] at the kept positions of the preservation prompts
+    logq = F.log_softmax(_head(model)(h).float(), -1)  # [n, V] adapted
+    flat = pres.start[owners] + _offsets(owners, len(pres.encoded))
+    ids, logp = pres.top_ids[flat], pres.top_logp[flat]  # [n, K] base
+    logq_k = logq.gather(-1, ids)  # [n, K]
+    p = logp.exp()
+    kl_top = (p * (logp - logq_k)).nan_to_num(0.0).sum(-1)  # unused slots: 0 * (-inf) -> 0
+    p_rest = (1 - p.sum(-1)).clamp_min(1e-12)  # [n] base mass outside its top K
+    q_rest = (1 - logq_k.exp().masked_fill(logp == -math.inf, 0.0).sum(-1)).clamp_min(1e-12)
+    return (kl_top + p_rest * (p_rest.log() - q_rest.log())).mean()
+
+
 @torch.no_grad()
 def exact_recall(model: Any, encoded: Sequence[Encoded], seq_len: int, batch_tokens: int, pad_id: int) -> list[bool]:
     """Per example: does greedy decoding reproduce its whole answer? (teacher-forced argmax check)"""
@@ -175,8 +248,14 @@ def train(
     *,
     adapter_name: str,
     desc: str = "write",
+    preserve: Sequence[str] = (),
 ) -> TrainResult:
-    """Train the active adapter ``adapter_name`` of a PeftModel on ``examples`` until recall or the step cap."""
+    """Train the active adapter ``adapter_name`` of a PeftModel on ``examples`` until recall or the step cap.
+
+    With ``config.kl_weight`` > 0 and ``preserve`` prompts, each step adds lambda x KL(base || adapted) on
+    ``kl_prompts_per_step`` of them (see the module docstring); ``kl_weight`` None counts as 0 here (the
+    writer resolves it).
+    """
     train_set = [e for e in examples if e.format != "probe"]
     probes = [e for e in examples if e.probe]
     if not train_set:
@@ -199,6 +278,12 @@ def train(
         return warm * max(0.1, 1.0 - step / config.max_steps)
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+
+    lam = config.kl_weight or 0.0
+    t0 = time.perf_counter()
+    pres = base_distributions(model, prompt, preserve, config, pad_id) if lam > 0 and preserve else None
+    kl_setup_s = time.perf_counter() - t0
+    kl_order: list[int] = []  # preservation prompts left in this pass over them (cycled, reshuffled)
 
     rng = random.Random(config.seed)
     rows_per_step = max(1, config.batch_tokens // config.seq_len)
@@ -231,7 +316,16 @@ def train(
             for s in range(0, len(rows), rows_per_step):
                 batch = collate(enc, rows[s : s + rows_per_step], pad_id)
                 t0 = time.perf_counter()
-                loss = loss_on_batch(model, batch)
+                loss = ce = loss_on_batch(model, batch)
+                kl = None
+                if pres is not None:
+                    if len(kl_order) < config.kl_prompts_per_step:  # next pass; a step never takes one twice
+                        fresh = [i for i in range(len(pres.encoded)) if i not in kl_order]
+                        rng.shuffle(fresh)
+                        kl_order += fresh
+                    pick, kl_order = kl_order[: config.kl_prompts_per_step], kl_order[config.kl_prompts_per_step :]
+                    kl = kl_on_batch(model, collate(pres.encoded, pack(pres.encoded, pick, config.seq_len), pad_id), pres)
+                    loss = ce + lam * kl
                 loss.backward()
                 if config.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -244,7 +338,8 @@ def train(
                 padded += batch.input_ids.numel() - batch.real_tokens
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", recall=f"{recall:.0%}")
-                history.append({"step": steps, "loss": float(loss.item())})
+                history.append({"step": steps, "loss": float(ce.item()),
+                                **({"kl": float(kl.item())} if kl is not None else {})})
                 if config.eval_every and steps % config.eval_every == 0 and epoch + 1 >= config.min_epochs:
                     recall = check()
                     history[-1]["recall"] = recall
@@ -273,6 +368,8 @@ def train(
         eval_seconds=eval_s,
         padding_fraction=padded / max(1, padded + tokens),
         history=history,
+        preserve_prompts=len(pres.encoded) if pres is not None else 0,
+        kl_setup_seconds=kl_setup_s,
     )
 
 

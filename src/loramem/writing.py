@@ -12,8 +12,9 @@ Layer 4: over the runtime (store, adapter pool, prompt builder), never the facad
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .config import LoraSpec, SynthConfig, TrainConfig
@@ -34,6 +35,7 @@ def write(
     train: TrainConfig | None = None,
     synth: SynthConfig | None = None,
     llm: Any | None = None,
+    preserve: Sequence[str] | None = None,
 ) -> WriteReport:
     """``KnowledgeMemory.write``: see its docstring."""
     new_items = as_items(items)
@@ -77,7 +79,8 @@ def write(
         reports = []
         for a in assignments:
             ids = {it.id for it in a.items}
-            reports.append(write_module(rt, namespace, a, [e for e in new_examples if e.item_id in ids], tcfg, scfg))
+            reports.append(write_module(rt, namespace, a, [e for e in new_examples if e.item_id in ids], tcfg, scfg,
+                                        preserve=list(preserve or ())))
     return combine_reports(reports, lock_wait, synth_s, time.perf_counter() - t_start)
 
 
@@ -102,10 +105,13 @@ def plan(
 def write_module(
     rt: Runtime, namespace: str, a: Assignment, new_examples: list[Example], tcfg: TrainConfig, scfg: SynthConfig,
     *, fresh: bool = False, keep: list[str] | None = None, removed: list[str] | None = None,
+    edit: bool = False, preserve: Sequence[str] = (),
 ) -> WriteReport:
     """Train and commit one module version holding its previous items (or ``keep``) plus ``a.items``.
 
     ``fresh``: start from new adapter weights instead of the previous version's (rebuilds after a delete).
+    ``edit`` (update) and ``preserve`` (prompts the caller wants left alone) turn the preservation term on
+    when ``kl_weight`` is None; see ``preservation``.
     """
     from .train import count_knowledge_tokens
 
@@ -121,8 +127,14 @@ def write_module(
     warm = info is not None and spec.init != "pissa" and not fresh
     prev_state = store.load_adapter(info)[1] if warm and info is not None else None
     t0 = time.perf_counter()
-    state, peft_cfg, result, trainable = train_adapter(rt, module_id, spec, tcfg, examples, prev_state)
+    tcfg, prompts, why = preservation(rt, namespace, a.items, held, examples, tcfg, edit, preserve)
+    pres_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state, peft_cfg, result, trainable = train_adapter(rt, module_id, spec, tcfg, examples, prev_state, prompts)
     train_wall = time.perf_counter() - t0
+    kl = [h["kl"] for h in result.history if "kl" in h]
+    preserved = {"kl_weight": tcfg.kl_weight, "why": why, "prompts": result.preserve_prompts,
+                 "last_kl": round(kl[-1], 6) if kl else None, "setup_seconds": round(pres_s + result.kl_setup_seconds, 3)}
 
     knowledge = count_knowledge_tokens(examples, rt.prompt)
     report_fields = {
@@ -137,6 +149,7 @@ def write_module(
         "train_config": tcfg.to_dict(),
         "synth_config": scfg.to_dict(),
         "plan": a.reason,
+        "preserve": preserved,
         **({"removed": removed} if removed else {}),
     }
     t0 = time.perf_counter()
@@ -175,8 +188,48 @@ def write_module(
         tokens_per_second=result.tokens_per_second,
         trainable_params=trainable,
         timings={"train": result.train_seconds, "recall_checks": result.eval_seconds, "train_wall": train_wall,
-                 "save": save_s},
+                 "save": save_s, "preserve_setup": preserved["setup_seconds"]},
+        details={"preserve": preserved},
     )
+
+
+def preservation(
+    rt: Runtime, namespace: str, written: list[Item], held: set[str], examples: list[Example], tcfg: TrainConfig,
+    edit: bool, given: Sequence[str],
+) -> tuple[TrainConfig, list[str], str]:
+    """The train config with ``kl_weight`` resolved, the preservation prompts, and why the term is on or off.
+
+    ``kl_weight`` None: ``edit_kl_weight`` for an edit, for a write given prompts, and for a write where the base
+    model already knows at least ``known_share`` of the facts (``loramem.preserve.known``); else 0. The share,
+    not "any fact", because the per-fact check is noisy: on the 135M model one invented fact in five looks known.
+    """
+    from .adapters import BASE
+    from .preserve import known, preservation_prompts
+
+    lam, why = tcfg.kl_weight, "kl_weight given"
+    facts = [it for it in written if isinstance(it, Fact)]
+    if lam is None and edit:
+        lam, why = tcfg.edit_kl_weight, "update"
+    elif lam is None and given:
+        lam, why = tcfg.edit_kl_weight, "preserve= given"
+    elif lam is None and facts:
+        with rt.pool.activate([BASE]):
+            flags = known(rt.pool.model, rt.prompt, facts, tcfg.known_logprob, tcfg.kl_tokens)
+        on = sum(flags) >= tcfg.known_share * len(facts)
+        lam = tcfg.edit_kl_weight if on else 0.0
+        why = f"base model knows {sum(flags)}/{len(facts)} facts ({'>=' if on else '<'} known_share)"
+    elif lam is None:
+        lam, why = 0.0, "new knowledge (no facts to check)"
+    tcfg = dataclasses.replace(tcfg, kl_weight=lam)
+    if lam == 0:
+        return tcfg, [], why
+    kept = rt.store.items(namespace)
+    trained = held | {it.id for it in written}
+    prompts = preservation_prompts(
+        written, [it for it in kept if it.id not in trained], given, [e.prompt for e in examples],
+        tcfg.kl_neighbours, tcfg.seed, [it.subject for it in kept if it.id in trained and isinstance(it, Fact)],
+    )
+    return tcfg, prompts, why
 
 
 def train_adapter(
@@ -186,6 +239,7 @@ def train_adapter(
     tcfg: TrainConfig,
     examples: list[Example],
     prev_state: dict[str, Any] | None,
+    preserve: Sequence[str] = (),
 ) -> tuple[dict[str, Any], Any, Any, int]:
     """Train a fresh adapter in the pool (from ``prev_state`` when given) and take it out again.
 
@@ -216,7 +270,8 @@ def train_adapter(
             mine = f".{name}." in pname or pname.endswith(f".{name}")
             p.requires_grad_(mine)
             trainable += p.numel() if mine else 0
-        result = train(pool.peft, rt.prompt, examples, tcfg, adapter_name=name, desc=f"write {module_id}")
+        result = train(pool.peft, rt.prompt, examples, tcfg, adapter_name=name, desc=f"write {module_id}",
+                       preserve=preserve)
         state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(pool.peft, adapter_name=name).items()}
         saved_cfg = pool.peft.peft_config[name]
         if snapshot is not None and initial is not None:
