@@ -178,7 +178,7 @@ def test_write_persists_contexts_and_reports_recall_with_context(mem):
 
 
 def test_forget_leaves_no_context_quoting_the_item(mem):
-    mem.write(BOOK[:4], namespace="pb")
+    mem.write(BOOK[:4], namespace="pb", synth=SynthConfig())  # the default mix: contexts quote neighbours
     gone = BOOK[0]
     kept_ids = [f.id for f in BOOK[1:4]]
     assert any(mentions(e.context, gone) for e in mem.store.examples("pb", kept_ids) if e.context)
