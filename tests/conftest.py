@@ -15,13 +15,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from tiny import build_tiny  # noqa: E402
 
-from loramem import KnowledgeMemory, LoraSpec, TrainConfig  # noqa: E402
+from loramem import KnowledgeMemory, LoraSpec, SynthConfig, TrainConfig  # noqa: E402
 
 # The tiny model is far faster on one thread (no OpenMP hand-offs), and one thread does not fight other jobs.
 torch.set_num_threads(1)
 
 FAST_TRAIN = TrainConfig(lr=5e-3, lora_plus_ratio=1.0, max_steps=500, progress=False, seq_len=128, batch_tokens=256, min_epochs=1)
 FAST_LORA = LoraSpec(r=8)
+# A lighter context mix (one gold context per fact, 2 distractors, no distractor-only copy): every write still
+# goes through context-mixed synthesis, at a third of the default's extra examples. tests/test_context_mix.py
+# checks the default mix itself.
+FAST_SYNTH = SynthConfig(context_questions=1, distractor_share=0.0, min_distractors=2, max_distractors=2)
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +41,8 @@ def other_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def mem(tmp_path: Path, tiny_model_dir: Path) -> KnowledgeMemory:
-    m = KnowledgeMemory.open(tmp_path / "store", model=str(tiny_model_dir), train=FAST_TRAIN, lora=FAST_LORA)
+    m = KnowledgeMemory.open(tmp_path / "store", model=str(tiny_model_dir), train=FAST_TRAIN, lora=FAST_LORA,
+                             synth=FAST_SYNTH)
     yield m
     m.close()
 

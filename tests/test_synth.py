@@ -18,7 +18,7 @@ DOC = Document(
 
 
 def test_qa_paraphrases_for_facts():
-    ex = synthesize([FACT], SynthConfig(formats=("qa",), qa_paraphrases=3))
+    ex = synthesize([FACT], SynthConfig(formats=("qa",), qa_paraphrases=3, context_mix=False))
     assert len(ex) == 3 and all(e.completion == "1815" for e in ex)
     assert ex[0].probe and ex[0].prompt == FACT.canonical_question
     assert len({e.prompt for e in ex}) == 3
@@ -69,7 +69,7 @@ def test_llm_synthesizer_with_a_callable():
         return "A rewritten text about the institute, founded 1962."
 
     ex = synthesize([DOC], SynthConfig(formats=("qa", "rewrite", "summary")), llm=fake_llm)
-    assert [(e.prompt, e.completion) for e in ex if e.format == "qa"] == [
+    assert [(e.prompt, e.completion) for e in ex if e.format == "qa" and e.context is None] == [
         ("When was the Orrin Institute founded?", "1962"),
         ("Who founded it?", "Petra Holloway"),
     ]

@@ -132,7 +132,42 @@ class SynthConfig(_Config):
     )
     qa_paraphrases: int = _help("Question paraphrases per fact (the canonical question is always one).", default=3)
     max_cloze_per_sentence: int = _help("Rule-based cloze questions per document sentence.", default=2)
-    seed: int = _help("Seed for paraphrase choice.", default=0)
+    seed: int = _help("Seed for paraphrase choice and for the contexts (distractors, order, look-alikes).", default=0)
+    context_mix: bool = _help(
+        "Context-mixed training: besides the bare questions, train some with a context before them, rendered as "
+        "ask(context=...) and the RAG/ICL readers render it: the gold item among distractors (answer from the "
+        "context or memory) and distractors only (answer from memory). Without it, a module read with retrieved "
+        "text copies an answer out of the text (PhoneBook 64: LoRA 0.97, LoRA+RAG 0.06). Off: bare questions only.",
+        default=True,
+    )
+    context_questions: int = _help(
+        "Questions per fact that get context variants: the canonical question, then paraphrases. 2 (the "
+        "canonical one and one paraphrase) teaches the behaviour on two wordings without paying for every "
+        "paraphrase. Documents: the recall cloze of every sentence is eligible.",
+        default=2,
+    )
+    gold_share: float = _help(
+        "Share of the eligible questions trained with a context of the gold item plus distractors, shuffled. "
+        "1.0: the layout hybrid reads mostly see (retrieval finds the gold line most of the time).",
+        default=1.0,
+    )
+    distractor_share: float = _help(
+        "Share of the eligible questions trained with distractors only, answered from memory (retrieval "
+        "misses). 0.5: one per fact at the default 2 questions, half the cost of one per question.",
+        default=0.5,
+    )
+    min_distractors: int = _help("Fewest distractor items (or chunks) in one context.", default=2)
+    max_distractors: int = _help(
+        "Most distractor items (or chunks) in one context. 2-3 distractors (3-4 lines with the gold one) "
+        "bracket the RAG reader's default k=3 while keeping context examples short.",
+        default=3,
+    )
+    context_chunk_words: int = _help(
+        "Documents: the chunk size in words (overlap: an eighth, as RAGIndex.build) of the gold and distractor "
+        "chunks; match the RAG index the module is read with. A context example longer than TrainConfig.seq_len "
+        "loses its head, so raise seq_len with the chunk size.",
+        default=64,
+    )
 
     def __post_init__(self) -> None:
         self.formats = tuple(self.formats)
@@ -141,6 +176,15 @@ class SynthConfig(_Config):
             _expect(f in FORMATS, "formats", f"each one of {FORMATS}", f)
         _expect(self.qa_paraphrases >= 1, "qa_paraphrases", "an int >= 1", self.qa_paraphrases)
         _expect(self.max_cloze_per_sentence >= 0, "max_cloze_per_sentence", "an int >= 0", self.max_cloze_per_sentence)
+        _expect(isinstance(self.context_mix, bool), "context_mix", "a bool", self.context_mix)
+        _expect(self.context_questions >= 1, "context_questions", "an int >= 1", self.context_questions)
+        for name in ("gold_share", "distractor_share"):
+            value = getattr(self, name)
+            _expect(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "a float in [0, 1]", value)
+        _expect(self.min_distractors >= 1, "min_distractors", "an int >= 1", self.min_distractors)
+        _expect(self.max_distractors >= self.min_distractors, "max_distractors",
+                f">= min_distractors ({self.min_distractors})", self.max_distractors)
+        _expect(self.context_chunk_words >= 8, "context_chunk_words", "an int >= 8", self.context_chunk_words)
 
 
 @dataclass

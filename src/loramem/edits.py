@@ -20,7 +20,7 @@ from .route import Routers
 from .runtime import Runtime
 from .store import ModuleInfo, ModuleStore, check_namespace
 from .types import Document, Example, Fact, Item, WriteReport, as_items
-from .writing import combine_reports, noop_report, plan, write_module
+from .writing import combine_reports, noop_report, plan, scrub_contexts, write_module
 
 Added = tuple[Item, list[Example], set[str]]  # (new item, its examples, the ids of the items it replaces)
 
@@ -106,7 +106,7 @@ def update(
         from .synth import synthesize
 
         scfg = synth or rt.settings.synth
-        added = [(item, synthesize([item], scfg), old) for item, old in pairs]
+        added = [(item, synthesize([item], scfg, namespace_items=held), old) for item, old in pairs]
         removed = set().union(*(old for _, old in pairs))
         report = _replace(rt, namespace, removed, added, verify)
         assert report is not None  # the new values need a module
@@ -140,6 +140,7 @@ def _replace(rt: Runtime, namespace: str, removed: set[str], added: list[Added],
     for info in infos:
         rt.pool.check_base(info)
     removed_examples = store.examples(namespace, sorted(removed))
+    scrub_contexts(rt, namespace, removed)  # kept items' contexts must not quote what is forgotten
     reports: list[WriteReport] = []
     holders = {m.module_id: set(store.module_items(m.module_id, m.version)) for m in infos}
     placed: set[str] = set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .text import with_context
 from .types import Example
 
 PLAIN_PROMPT = "Question: {question}\nAnswer:"
@@ -23,14 +24,13 @@ class PromptFormat:
         self.end_ids: list[int] = self.tokenizer(self.end, add_special_tokens=False)["input_ids"] if self.end else []
 
     def _messages(self, question: str, context: str | None = None) -> list[dict[str, str]]:
-        content = question if context is None else f"{context}\n\n{question}"
+        content = with_context(question, context)
         return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": content}]
 
     def prompt(self, question: str, context: str | None = None) -> str:
         """The text that precedes the answer. ``context`` (retrieved chunks, ICL facts) goes before the question."""
         if not self.chat:
-            q = question if context is None else f"{context}\n\n{question}"
-            return PLAIN_PROMPT.format(question=q) + " "
+            return PLAIN_PROMPT.format(question=with_context(question, context)) + " "
         return str(
             self.tokenizer.apply_chat_template(self._messages(question, context), tokenize=False, add_generation_prompt=True)
         )
@@ -65,13 +65,16 @@ class PromptFormat:
         return full[full.index(marker) + len(marker) :].rstrip() or eos
 
     def encode(self, example: Example) -> tuple[list[int], list[bool]]:
-        """Token ids and a loss mask (True on the tokens the model must learn to produce)."""
+        """Token ids and a loss mask (True on the tokens the model must learn to produce).
+
+        A context example is rendered by ``prompt(example.prompt, example.context)``, the same call ``ask(context=)``
+        makes, so context-mixed training sees exactly the tokens a hybrid read feeds."""
         tok = self.tokenizer
         if example.prompt is None:
             # Plain text: learn every token (the first has no context to be predicted from).
             ids = tok(example.completion, add_special_tokens=True)["input_ids"] + self.end_ids
             return ids, [False] + [True] * (len(ids) - 1)
-        prompt_ids = tok(self.prompt(example.prompt), add_special_tokens=False)["input_ids"]
+        prompt_ids = tok(self.prompt(example.prompt, example.context), add_special_tokens=False)["input_ids"]
         answer_ids = tok(example.completion, add_special_tokens=False)["input_ids"] + self.end_ids
         return prompt_ids + answer_ids, [False] * len(prompt_ids) + [True] * len(answer_ids)
 

@@ -102,7 +102,8 @@ CREATE TABLE IF NOT EXISTS items (
     created_at REAL NOT NULL, PRIMARY KEY (namespace, item_id));
 CREATE TABLE IF NOT EXISTS examples (
     namespace TEXT NOT NULL, item_id TEXT NOT NULL, idx INTEGER NOT NULL, format TEXT NOT NULL,
-    prompt TEXT, completion TEXT NOT NULL, probe INTEGER NOT NULL, PRIMARY KEY (namespace, item_id, idx));
+    prompt TEXT, completion TEXT NOT NULL, probe INTEGER NOT NULL, context TEXT,
+    PRIMARY KEY (namespace, item_id, idx));
 CREATE TABLE IF NOT EXISTS version_items (
     module_id TEXT NOT NULL, version INTEGER NOT NULL, item_id TEXT NOT NULL,
     PRIMARY KEY (module_id, version, item_id));
@@ -157,10 +158,19 @@ class ModuleStore:
                 )
         if not has_meta:
             self._db.executescript(_SCHEMA)  # CREATE ... IF NOT EXISTS: safe when two processes race here
+        self._add_missing_columns()
         with self._tx():
             self._db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+
+    def _add_missing_columns(self) -> None:
+        """Open stores written before a column existed by adding it (NULL in old rows): ``examples.context``
+        came with context-mixed training; old examples are bare questions, which is what NULL means."""
+        with self._tx() as db:
+            columns = {r[1] for r in db.execute("PRAGMA table_info(examples)").fetchall()}
+            if "context" not in columns:
+                db.execute("ALTER TABLE examples ADD COLUMN context TEXT")
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -270,11 +280,24 @@ class ModuleStore:
         out: list[Example] = []
         for item_id in item_ids:
             rows = self._query(
-                "SELECT format, prompt, completion, probe FROM examples WHERE namespace=? AND item_id=? ORDER BY idx",
+                "SELECT format, prompt, completion, probe, context FROM examples WHERE namespace=? AND item_id=? "
+                "ORDER BY idx",
                 (namespace, item_id),
             )
-            out += [Example(item_id, f, p, c, bool(pr)) for f, p, c, pr in rows]
+            out += [Example(item_id, f, p, c, bool(pr), ctx) for f, p, c, pr, ctx in rows]
         return out
+
+    def context_examples(self, namespace: str) -> list[tuple[str, int, str]]:
+        """(item_id, idx, context) of every kept example with a context."""
+        return [tuple(r) for r in self._query(
+            "SELECT item_id, idx, context FROM examples WHERE namespace=? AND context IS NOT NULL ORDER BY item_id, idx",
+            (namespace,))]
+
+    def delete_examples(self, namespace: str, keys: Sequence[tuple[str, int]]) -> None:
+        """Delete kept examples by (item_id, idx), e.g. contexts quoting an item that is being forgotten."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM examples WHERE namespace=? AND item_id=? AND idx=?",
+                           [(namespace, i, idx) for i, idx in keys])
 
     def load_adapter(self, info: ModuleInfo) -> tuple[dict[str, Any], dict[str, Any]]:
         """(adapter_config dict, state dict) of a module version; never unpickles anything."""
@@ -366,8 +389,9 @@ class ModuleStore:
                 idx = counters.get(ex.item_id, 0)
                 counters[ex.item_id] = idx + 1
                 db.execute(
-                    "INSERT OR REPLACE INTO examples VALUES (?,?,?,?,?,?,?)",
-                    (namespace, ex.item_id, idx, ex.format, ex.prompt, ex.completion, int(ex.probe)),
+                    "INSERT OR REPLACE INTO examples(namespace, item_id, idx, format, prompt, completion, probe, "
+                    "context) VALUES (?,?,?,?,?,?,?,?)",
+                    (namespace, ex.item_id, idx, ex.format, ex.prompt, ex.completion, int(ex.probe), ex.context),
                 )
             db.executemany(
                 "INSERT INTO version_items VALUES (?,?,?)", [(module_id, version, i) for i in held_item_ids]

@@ -1,9 +1,11 @@
-"""Text utilities every layer shares: chunking, how an item reads in a prompt, and the texts that say what an
-item is about (topic grouping and router keys). Layer 0: imports only ``types``."""
+"""Text utilities every layer shares: chunking, how an item reads in a prompt, how a context is put together
+and put before a question, and the texts that say what an item is about (topic grouping and router keys).
+Layer 0: imports only ``types``."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from .types import Document, Fact, Item
 
@@ -50,6 +52,24 @@ def render_item(item: Item | str) -> str:
         return f"{item.title}\n{item.text}" if item.title else item.text
     raise TypeError(f"expected a Fact, a Document or a string, got {type(item).__name__}")
 
+
+
+def render_context(parts: Sequence[Item | str]) -> str:
+    """The context text for a list of items or chunks, in order: each as ``render_item`` writes it, one per line.
+
+    The one builder of context text. Training (context-mixed examples), the RAG and ICL readers and the
+    framework integrations all call it, so a module trained with a context sees byte for byte what it is later
+    read with: a module taught on one layout and asked in another copies from the context instead of recalling.
+    """
+    return "\n".join(render_item(p) for p in parts)
+
+
+def with_context(question: str, context: str | None) -> str:
+    """The user turn for a question with a context: the context, a blank line, the question (None: the question).
+
+    ``PromptFormat.prompt`` and the integrations' chains build the user message through this, for the same
+    reason as ``render_context``: one layout for training and reading."""
+    return question if context is None else f"{context}\n\n{question}"
 
 
 def item_key(item: Item) -> str:

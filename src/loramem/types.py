@@ -142,13 +142,21 @@ def as_items(items: Any) -> list[Item]:
 
 @dataclass(frozen=True)
 class Example:
-    """One training example. ``prompt`` None means plain text trained with loss on every token."""
+    """One training example. ``prompt`` None means plain text trained with loss on every token.
+
+    ``context`` (text put before the question, as ``ask(context=...)`` puts it) teaches a module to answer with
+    retrieved text in the prompt: from the context when it holds the answer, from memory when it does not."""
 
     item_id: str
     format: str
     prompt: str | None
     completion: str
     probe: bool = False  # True: used to measure recall of its item
+    context: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.context is not None and self.prompt is None:
+            raise ValueError(f"context: expected None for a plain-text example (prompt None), got {self.context!r:.60}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -157,6 +165,7 @@ class Example:
             "prompt": self.prompt,
             "completion": self.completion,
             "probe": self.probe,
+            "context": self.context,
         }
 
 

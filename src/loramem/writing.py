@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .config import LoraSpec, SynthConfig, TrainConfig
@@ -69,7 +69,8 @@ def write(
         from .synth import synthesize
 
         t0 = time.perf_counter()
-        new_examples = synthesize(new, scfg, llm=llm)
+        # Distractors for the context-mixed examples: what the namespace holds plus the other new items.
+        new_examples = synthesize(new, scfg, llm=llm, namespace_items=store.items(namespace) if scfg.context_mix else ())
         synth_s = time.perf_counter() - t0
         if module is not None:
             dest = next((m for m in current if m.module_id == module), None)
@@ -126,11 +127,15 @@ def write_module(
         spec = LoraSpec.from_dict(info.lora_spec)  # a module keeps the spec it was created with
     warm = info is not None and spec.init != "pissa" and not fresh
     prev_state = store.load_adapter(info)[1] if warm and info is not None else None
+    with_context: dict[str, float] = {}
     t0 = time.perf_counter()
     tcfg, prompts, why = preservation(rt, namespace, a.items, held, examples, tcfg, edit, preserve)
     pres_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    state, peft_cfg, result, trainable = train_adapter(rt, module_id, spec, tcfg, examples, prev_state, prompts)
+    state, peft_cfg, result, trainable = train_adapter(
+        rt, module_id, spec, tcfg, examples, prev_state, prompts,
+        after=lambda model: with_context.update(recall_with_context(rt, model, namespace, held, a.items, examples, scfg)),
+    )
     train_wall = time.perf_counter() - t0
     kl = [h["kl"] for h in result.history if "kl" in h]
     preserved = {"kl_weight": tcfg.kl_weight, "why": why, "prompts": result.preserve_prompts,
@@ -150,6 +155,7 @@ def write_module(
         "synth_config": scfg.to_dict(),
         "plan": a.reason,
         "preserve": preserved,
+        **with_context,
         **({"removed": removed} if removed else {}),
     }
     t0 = time.perf_counter()
@@ -189,7 +195,7 @@ def write_module(
         trainable_params=trainable,
         timings={"train": result.train_seconds, "recall_checks": result.eval_seconds, "train_wall": train_wall,
                  "save": save_s, "preserve_setup": preserved["setup_seconds"]},
-        details={"preserve": preserved},
+        details={"preserve": preserved, **with_context},
     )
 
 
@@ -232,6 +238,47 @@ def preservation(
     return tcfg, prompts, why
 
 
+def recall_with_context(
+    rt: Runtime, model: Any, namespace: str, held: set[str], added: list[Item], examples: list[Example],
+    scfg: SynthConfig,
+) -> dict[str, float]:
+    """Recall of the module's probes asked with a gold-plus-distractors context (teacher-forced, like the bare
+    probes). Reported beside the bare recall, which alone decides when training stops: a module that recalls
+    bare questions but copies from a context is what context-mixed training is for, so measure it."""
+    from .synth import context_probes
+    from .train import encode_all, exact_recall
+
+    namespace_items = rt.store.items(namespace)
+    mine = {*held, *(it.id for it in added)}
+    items = [it for it in namespace_items if it.id in mine and it.id not in {a.id for a in added}] + list(added)
+    probes = context_probes(items, examples, namespace_items, scfg)
+    if not probes:
+        return {}
+    tcfg = rt.settings.train
+    pad = rt.prompt.tokenizer.pad_token_id
+    t0 = time.perf_counter()
+    hits = exact_recall(model, encode_all(probes, rt.prompt, tcfg.seq_len), tcfg.seq_len, tcfg.batch_tokens,
+                        pad if pad is not None else 0)
+    return {"recall_with_context": round(sum(hits) / len(hits), 4),
+            "recall_with_context_seconds": round(time.perf_counter() - t0, 3)}
+
+
+def scrub_contexts(rt: Runtime, namespace: str, removed: set[str]) -> int:
+    """Delete the kept items' context examples that quote a removed item (as a distractor), before a rebuild
+    replays them: forgetting an item must leave its text nowhere in the store or the training data.
+    Returns how many were deleted; the kept items keep their bare questions and their other contexts."""
+    from .synth.context import mentions
+
+    gone = rt.store.items(namespace, sorted(removed))
+    if not gone:
+        return 0
+    keys = [(i, idx) for i, idx, ctx in rt.store.context_examples(namespace)
+            if i not in removed and any(mentions(ctx, it) for it in gone)]
+    if keys:
+        rt.store.delete_examples(namespace, keys)
+    return len(keys)
+
+
 def train_adapter(
     rt: Runtime,
     module_id: str,
@@ -240,9 +287,11 @@ def train_adapter(
     examples: list[Example],
     prev_state: dict[str, Any] | None,
     preserve: Sequence[str] = (),
+    after: Callable[[Any], None] | None = None,
 ) -> tuple[dict[str, Any], Any, Any, int]:
     """Train a fresh adapter in the pool (from ``prev_state`` when given) and take it out again.
 
+    ``after(model)`` runs once trained, with the adapter still active (measurements for the report).
     Returns (state dict, peft config to save, ``TrainResult``, trainable parameters). A PiSSA adapter is
     stored as plain LoRA of rank 2r with the base weights put back, so engines load it unchanged.
     """
@@ -272,6 +321,8 @@ def train_adapter(
             trainable += p.numel() if mine else 0
         result = train(pool.peft, rt.prompt, examples, tcfg, adapter_name=name, desc=f"write {module_id}",
                        preserve=preserve)
+        if after is not None:
+            after(pool.peft)
         state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(pool.peft, adapter_name=name).items()}
         saved_cfg = pool.peft.peft_config[name]
         if snapshot is not None and initial is not None:

@@ -1,6 +1,6 @@
 """LangChain / LangGraph integration of loramem: LoRA parametric memory as a chat model, retriever and store.
 
-    from langchain_loramem import ChatLoRAMemory, LoRAMemoryRetriever, LoRAMemoryStore
+    from langchain_loramem import ChatLoRAMemory, LoRAMemoryRetriever, LoRAMemoryStore, format_docs
 
 All three share one ``KnowledgeMemory`` (one loaded base model) per (store path, model) in a process.
 """
@@ -8,7 +8,7 @@ All three share one ``KnowledgeMemory`` (one loaded base model) per (store path,
 from __future__ import annotations
 
 from langchain_loramem.chat_models import ChatLoRAMemory
-from langchain_loramem.retrievers import LoRAMemoryRetriever
+from langchain_loramem.retrievers import LoRAMemoryRetriever, format_docs
 from langchain_loramem.store import LoRAMemoryStore, memory_namespace, value_to_item
 
 __version__ = "0.1.0"
@@ -18,6 +18,7 @@ __all__ = [
     "LoRAMemoryRetriever",
     "LoRAMemoryStore",
     "__version__",
+    "format_docs",
     "memory_namespace",
     "value_to_item",
 ]

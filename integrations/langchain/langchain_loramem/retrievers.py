@@ -9,6 +9,7 @@ label where an answer came from. A namespace that holds no module yet (or is unk
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -16,6 +17,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from loramem.interop import check_namespace, default_model, default_store
 from loramem.recall import RECALL_PROMPTS
+from loramem.text import render_context
 from pydantic import Field, field_validator, model_validator
 
 from .chat_models import accept_model_alias, shared_memory
@@ -23,7 +25,15 @@ from .chat_models import accept_model_alias, shared_memory
 if TYPE_CHECKING:
     from loramem.recall import Recollection
 
-__all__ = ["RECALL_PROMPTS", "LoRAMemoryRetriever", "to_document"]
+__all__ = ["RECALL_PROMPTS", "LoRAMemoryRetriever", "format_docs", "to_document"]
+
+
+def format_docs(docs: Sequence[Document]) -> str:
+    """Retrieved documents as the context text of a prompt, in order: ``loramem.text.render_context``, the
+    builder the core's RAG/ICL readers and context-mixed training use. Put it before the question with
+    ``loramem.text.with_context`` (``retriever | RunnableLambda(format_docs)`` in an LCEL chain), so a module
+    is read with the context layout it was trained on."""
+    return render_context([d.page_content for d in docs])
 
 
 def to_document(r: Recollection, rank: int, namespace: str | None, named: Recollection) -> Document:

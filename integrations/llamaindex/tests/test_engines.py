@@ -9,7 +9,7 @@ from llama_index.core.chat_engine import ContextChatEngine
 from llama_index.core.memory import Memory
 from llama_index.core.query_engine import RetrieverQueryEngine
 
-from llama_index.llms.loramem import LoRAMemoryLLM
+from llama_index.llms.loramem import LoRAMemoryLLM, LoRAMemoryQueryEngine, format_nodes
 from llama_index.memory.loramem import LoRAMemoryBlock
 from llama_index.retrievers.loramem import LoRAMemoryRetriever
 
@@ -51,3 +51,27 @@ def test_context_chat_engine_with_lora_memory(store: str, tiny_model: str) -> No
     # The conversation outgrew the token limit: the oldest turns were consolidated into LoRA.
     assert lora_block.reports and lora_block.reports[0].namespace == "chat-e2e"
     assert all(isinstance(m, ChatMessage) for m in chat.chat_history)
+
+
+def test_loramem_query_engine_reads_with_the_trained_context_layout(store: str, tiny_model: str) -> None:
+    """The prompt is the one ``ask(context=...)`` builds (the layout context-mixed training uses)."""
+    from loramem.text import render_context, with_context
+
+    llm = LoRAMemoryLLM(store_path=store, model_name=tiny_model, namespace="a", max_new_tokens=8)
+    retriever = LoRAMemoryRetriever(store, tiny_model, namespace="a", similarity_top_k=2)
+    seen: list[str] = []
+    real = llm.memory.chat
+
+    def spy(conversations, **kw):  # type: ignore[no-untyped-def]
+        seen.append(conversations[0][-1]["content"])
+        return real(conversations, **kw)
+
+    object.__setattr__(llm.memory, "chat", spy)
+    try:
+        response = LoRAMemoryQueryEngine(retriever=retriever, llm=llm).query(QUESTION)
+    finally:
+        object.__delattr__(llm.memory, "chat")
+    texts = [n.node.get_content() for n in response.source_nodes]
+    assert len(texts) == 2 and format_nodes(response.source_nodes) == render_context(texts)
+    assert seen == [with_context(QUESTION, render_context(texts))]
+    assert isinstance(response.response, str)

@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1]
 
 EXPORTS = {
-    "llama_index.llms.loramem": ["LoRAMemoryLLM"],
+    "llama_index.llms.loramem": ["LoRAMemoryLLM", "LoRAMemoryQueryEngine", "format_nodes"],
     "llama_index.retrievers.loramem": ["LoRAMemoryRetriever"],
     "llama_index.memory.loramem": ["LoRAMemoryBlock"],
 }

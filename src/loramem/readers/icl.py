@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..text import render_item
+from ..text import render_context, render_item
 from ..types import Item
 from .base import Context
 
@@ -35,7 +35,7 @@ class ICLContext:
             kept.append(text)
             sources.append(item if isinstance(item, str) else item.id)
             used += n
-        self.text = "\n".join(kept)
+        self.text = render_context(kept)
         self.sources = sources
         self.details = {"context_items": len(kept), "dropped_items": len(items) - len(kept), "context_tokens": used,
                         "token_budget": token_budget}

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..embed import Embedder
 from ..index import VectorIndex
-from ..text import chunk_text, render_item
+from ..text import chunk_text, render_context, render_item
 from ..types import Item
 from .base import Context
 
@@ -86,7 +86,7 @@ class RAGContext:
         out = []
         for hits in self.index.search(questions, self.k):
             out.append(Context(
-                text="\n".join(r["text"] for _, r in hits),
+                text=render_context([r["text"] for _, r in hits]),
                 sources=[r["source"] for _, r in hits],
                 details={"retrieved": len(hits), "retrieval_scores": [round(s, 4) for s, _ in hits]},
             ))

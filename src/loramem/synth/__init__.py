@@ -7,7 +7,8 @@ Formats (the paper's finding: QA internalises best, mixtures of formats do bette
   summary   a summary (LLM synthesizer only)
 
 Synthesizers are a registry: ``template`` (facts), ``rules`` (documents), ``llm`` (any callable or LangChain
-chat model; off by default). ``synthesize`` picks per item type and mixes the formats.
+chat model; off by default). ``synthesize`` picks per item type and mixes the formats, then (``context_mix``)
+adds context-mixed copies of the questions, with distractors from the namespace (``synth.context``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 from ..config import SynthConfig
 from ..types import Document, Example, Fact, Item
+from .context import DistractorPool, context_probes, context_variants
 from .llm import LLMSynthesizer
 from .rules import RuleSynthesizer
 from .templates import HELDOUT_QA_TEMPLATE, QA_TEMPLATES, TemplateSynthesizer
@@ -49,24 +51,35 @@ def get_synthesizer(name: str, **kwargs: Any) -> Synthesizer:
     return factory(**kwargs)
 
 
-def synthesize(items: Sequence[Item], config: SynthConfig, llm: Any | None = None) -> list[Example]:
-    """Examples for every item: facts through templates, documents through rules (or the LLM when given)."""
+def synthesize(
+    items: Sequence[Item], config: SynthConfig, llm: Any | None = None, namespace_items: Sequence[Item] = ()
+) -> list[Example]:
+    """Examples for every item: facts through templates, documents through rules (or the LLM when given).
+
+    With ``config.context_mix``, each item's questions also get copies with a context (gold among distractors,
+    distractors only); distractors are drawn from ``namespace_items`` (what the namespace already holds) and
+    the other ``items``, so a write teaches the module to tell its items apart in a retrieved context."""
     facts = TemplateSynthesizer()
     docs: Synthesizer = LLMSynthesizer(llm) if llm is not None else RuleSynthesizer()
     if "summary" in config.formats and llm is None:
         raise ValueError("format 'summary' needs an LLM synthesizer: pass llm=<callable or chat model>")
+    pool = DistractorPool([*namespace_items, *items], config) if config.context_mix else None
     out: list[Example] = []
     for item in items:
         if isinstance(item, Fact):
-            out.extend(facts.examples(item, config))
+            mine = facts.examples(item, config)
         elif isinstance(item, Document):
-            out.extend(docs.examples(item, config))
+            mine = docs.examples(item, config)
         else:
             raise TypeError(f"expected Fact or Document, got {type(item).__name__}")
+        out.extend(mine)
+        if pool is not None:
+            out.extend(context_variants(item, mine, pool))
     return out
 
 
 __all__ = [
+    "DistractorPool",
     "HELDOUT_QA_TEMPLATE",
     "LLMSynthesizer",
     "QA_TEMPLATES",
@@ -74,6 +87,8 @@ __all__ = [
     "SYNTHESIZERS",
     "Synthesizer",
     "TemplateSynthesizer",
+    "context_probes",
+    "context_variants",
     "get_synthesizer",
     "register_synthesizer",
     "synthesize",

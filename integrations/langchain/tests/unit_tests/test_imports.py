@@ -7,6 +7,7 @@ EXPECTED_ALL = [
     "LoRAMemoryRetriever",
     "LoRAMemoryStore",
     "__version__",
+    "format_docs",
     "memory_namespace",
     "value_to_item",
 ]

@@ -58,3 +58,21 @@ def test_split_namespace_reports_the_module_that_answered(tiny_model: str, store
 def test_empty_namespace_returns_no_documents(tiny_model: str, store_with_facts: str) -> None:
     retriever = LoRAMemoryRetriever(model_name=tiny_model, store_path=store_with_facts, namespace="nobody_here")
     assert retriever.invoke("What is the favourite colour of Alma Vance?") == []
+
+
+def test_format_docs_is_the_core_context_builder() -> None:
+    """Chains format retrieved documents exactly as the core's readers and context-mixed training do."""
+    from langchain_core.documents import Document as LCDocument
+    from loramem.readers import ICLContext
+    from loramem.text import render_context
+
+    from langchain_loramem import format_docs
+
+    texts = ["The pet of Cora is a parrot.", "Question: What is x? Answer: y"]
+    out = format_docs([LCDocument(page_content=t) for t in texts])
+
+    class Tok:  # ICLContext counts tokens only
+        def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+            return {"input_ids": [0]}
+
+    assert out == render_context(texts) == ICLContext(Tok(), texts).text
