@@ -370,12 +370,13 @@ class Point:
 
 
 def parse_reader(name: str) -> tuple[str, str | None, str | None]:
-    """``"lora+rag@embedding@gate"`` -> (registered reader, routing or None, combine or None)."""
+    """``"lora+rag@embedding@gate"`` -> (registered reader, routing or None, combine or None); ``@stack`` and
+    ``@gate`` name the combine rule (a plain hybrid uses the readers' default, the gate)."""
     base, *suffixes = name.split("@")
-    combine = "gate" if "gate" in suffixes else None
-    routes = [s for s in suffixes if s != "gate"]
-    _expect(len(routes) <= 1 and suffixes.count("gate") <= 1, "readers",
-            "at most one @<routing> and one @gate", name)
+    modes = [s for s in suffixes if s in ("gate", "stack")]
+    combine = modes[0] if modes else None
+    routes = [s for s in suffixes if s not in ("gate", "stack")]
+    _expect(len(routes) <= 1 and len(modes) <= 1, "readers", "at most one @<routing> and one @gate", name)
     return base, (routes[0] if routes else None), combine
 
 

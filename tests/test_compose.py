@@ -74,7 +74,14 @@ def test_hybrid_readers_take_the_combine_option_and_say_so(mem, facts):
     a = gated.answer(q)[0]
     assert a.reader == "lora+rag@gate" and a.details["gate"]["chosen"] in ("closed", "context") and a.sources
     stacked = build_reader("lora+icl", mem, namespace="ns", items=facts, combine="stack")
-    assert stacked.name == "lora+icl" and "gate" not in stacked.answer(q)[0].details
+    a = stacked.answer(q)[0]
+    assert stacked.name == "lora+icl@stack" and "gate" not in a.details and a.details["combine"] == "stack"
+    # Unless told, a hybrid gates (the measured winner) under its plain name, and its answers say so.
+    default = build_reader("lora+rag", mem, namespace="ns", items=facts, k=2)
+    a = default.answer(q)[0]
+    assert default.name == "lora+rag" and a.reader == "lora+rag" and a.details["combine"] == "gate"
+    assert a.details["gate"]["chosen"] in ("closed", "context")
+    assert build_reader("rag", mem, items=facts, k=2).name == "rag"  # no memory: nothing to gate
     with pytest.raises(ValueError, match="combine: expected 'stack' or None for a reader without a context"):
         build_reader("lora", mem, namespace="ns", combine="gate")
     with pytest.raises(ValueError, match=r"combine: expected one of \('stack', 'gate'\), got 'mix'"):

@@ -60,6 +60,9 @@ def _rag(items: Sequence[Item | str] | None, rag_index: RAGIndex | None, k: int,
     return RAGContext(rag_index, k)
 
 
+HYBRID_COMBINE = "gate"  # how lora+rag / lora+icl meet their context unless told (``combine=``)
+
+
 def _factory(lora: bool, context: str | None) -> ReaderFactory:
     def make(
         memory: KnowledgeMemory,
@@ -75,13 +78,19 @@ def _factory(lora: bool, context: str | None) -> ReaderFactory:
     ) -> Reader:
         if combine is not None:
             _expect_combine(combine, context)
+        # A hybrid reader gates by default: on stacking-phonebook (24 entries) the gate beat the stacked prompt
+        # with either training recipe (benchmarks/README.md, "Memory that stacks"). It is still named plainly
+        # ("lora+rag"); an explicit choice is named "lora+rag@gate" / "lora+rag@stack".
+        hybrid = lora and context is not None
+        chosen = combine if combine is not None else (HYBRID_COMBINE if hybrid else None)
+        name = f"lora+{context}" if hybrid and combine is None else None
         source: ContextSource | None = None
         if context == "icl":
             source = _icl(memory, items, token_budget)
         elif context == "rag":
             source = _rag(items, rag_index, k, chunk_size)
         return MemoryReader(memory, namespace=namespace if lora else None, context=source, max_new_tokens=max_new_tokens,
-                            combine=combine)
+                            combine=chosen, name=name)
 
     return make
 

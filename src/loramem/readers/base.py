@@ -55,7 +55,7 @@ class MemoryReader:
         self.max_new_tokens = max_new_tokens
         self.combine = combine  # how the context meets the memory (``ask(combine=)``); None: ReadConfig's
         parts = (["lora"] if namespace is not None else []) + ([context.name] if context is not None else [])
-        self.name = name or ("+".join(parts) or "base") + ("@gate" if combine == "gate" else "")
+        self.name = name or ("+".join(parts) or "base") + (f"@{combine}" if combine and context is not None else "")
 
     def _contexts(self, questions: list[str]) -> tuple[list[Context] | None, float]:
         if self.context is None:
@@ -77,6 +77,7 @@ class MemoryReader:
         for i, a in enumerate(answers):
             a.reader = self.name
             if ctx is not None:
+                a.details["combine"] = kwargs.get("combine") or self.memory.read_config.combine
                 a.sources = ctx[i].sources
                 a.details.update(ctx[i].details)
                 a.timings["context"] = ctx_s / len(qs)
