@@ -51,6 +51,7 @@ bench: $(STAMP)  ## every committed experiment, one after the other (hours on 2 
 	$(BIN)/python -m benchmarks run modules-phonebook
 	$(BIN)/python -m benchmarks run modules-select-phonebook
 	$(BIN)/python -m benchmarks run write-throughput
+	$(BIN)/python -m benchmarks run stacking-phonebook
 
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check src tests integrations examples benchmarks
