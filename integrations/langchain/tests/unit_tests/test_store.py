@@ -132,6 +132,20 @@ def test_consolidate_answer_forget_update(tmp_path: Path, tiny_model: str) -> No
     assert llm.invoke(questions[1]).content == "Rome"
 
 
+def _fail_first_forget(mem: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Make this memory's first forget() raise (a rebuild that fails); returns the calls made."""
+    real_forget, calls = mem.forget, []
+
+    def forget_fails_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("rebuild failed")
+        return real_forget(*args, **kwargs)
+
+    monkeypatch.setattr(mem, "forget", forget_fails_once)
+    return calls
+
+
 def test_a_failed_forget_is_recorded_and_retried(
     tmp_path: Path, tiny_model: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -144,15 +158,7 @@ def test_a_failed_forget_is_recorded_and_retried(
     mem, mem_ns = store.memory, store.memory_namespace(ns)
     colour_id = value_to_item(store.get(ns, "colour").value, ns, "colour").id  # type: ignore[union-attr]
 
-    real_forget, calls = mem.forget, []
-
-    def forget_fails_once(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args)
-        if len(calls) == 1:
-            raise RuntimeError("rebuild failed")
-        return real_forget(*args, **kwargs)
-
-    monkeypatch.setattr(mem, "forget", forget_fails_once)  # this memory instance only
+    calls = _fail_first_forget(mem, monkeypatch)  # this memory instance only
     with pytest.raises(RuntimeError, match="rebuild failed"):
         store.delete(ns, "colour")
     assert store.get(ns, "colour") is None  # the key is gone at once...
@@ -174,15 +180,7 @@ def test_a_failed_forget_is_retried_by_the_next_write(
     store.put(ns, "city", {"subject": "Bob Stone", "relation": "home city", "object": "Paris"})
     store.consolidate()
     mem, mem_ns = store.memory, store.memory_namespace(ns)
-    real_forget, calls = mem.forget, []
-
-    def forget_fails_once(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args)
-        if len(calls) == 1:
-            raise RuntimeError("rebuild failed")
-        return real_forget(*args, **kwargs)
-
-    monkeypatch.setattr(mem, "forget", forget_fails_once)
+    calls = _fail_first_forget(mem, monkeypatch)
     with pytest.raises(RuntimeError):
         store.delete(ns, "pet")
     store.get(ns, "city")  # reads never retrain
