@@ -48,6 +48,7 @@ bench: $(STAMP)  ## every committed experiment, one after the other (hours on 2 
 	$(BIN)/python -m benchmarks run formats-longdoc
 	$(BIN)/python -m benchmarks run multidoc-longdoc
 	$(BIN)/python -m benchmarks run counterfact
+	$(BIN)/python -m benchmarks run counterfact-kl
 	$(BIN)/python -m benchmarks run modules-phonebook
 	$(BIN)/python -m benchmarks run modules-select-phonebook
 	$(BIN)/python -m benchmarks run write-throughput
