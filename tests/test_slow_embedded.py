@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from loramem import Fact, KnowledgeMemory
+from loramem import Fact, KnowledgeMemory, SynthConfig
 from loramem.phonebook import FIRST, LAST
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,9 @@ def invented_facts(n: int = 30) -> list[Fact]:
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     store = tmp_path_factory.mktemp("embedded") / "mem"
-    mem = KnowledgeMemory.open(store)
+    # Bare-question training: this file checks recall, reopening and the conversion cache on the embedded model;
+    # the default context-mixed recipe (3-4x the write time) is exercised by test_slow_stacking.py, and CI runs both.
+    mem = KnowledgeMemory.open(store, synth=SynthConfig(context_mix=False))
     facts = invented_facts()
     report = mem.write(facts, namespace="towns")
     return store, mem, facts, report
