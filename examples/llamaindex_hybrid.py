@@ -100,7 +100,7 @@ def main(
         store_path=store, namespace="chat", train=chat_train, max_new_tokens=max_new_tokens
     )
     memory = Memory.from_defaults(
-        session_id="demo", memory_blocks=[block], token_limit=60, token_flush_size=20
+        session_id="demo", memory_blocks=[block], token_limit=30, token_flush_size=10
     )
     chat = ContextChatEngine.from_defaults(index.as_retriever(similarity_top_k=1), memory=memory, llm=llm)
     out["chat"] = []
