@@ -23,7 +23,9 @@ from .synth.templates import HELDOUT_QA_TEMPLATE
 # Settings chosen on 2 CPU cores so that 100 entries reach 95% recall within ~3 minutes (see README).
 DEMO_LORA = LoraSpec(r=16, target="all-linear")
 DEMO_TRAIN = TrainConfig(lr=2e-3, lora_plus_ratio=8.0, seq_len=256, batch_tokens=1024, max_steps=200, min_epochs=15)
-DEMO_SYNTH = SynthConfig(formats=("qa",), qa_paraphrases=1)
+# Bare questions: the demo shows a plain write and its figures in the README were measured with this recipe;
+# the context-mixed default (for stacking with RAG/ICL) costs ~3.4x the write time (benchmarks/README.md, 8).
+DEMO_SYNTH = SynthConfig(formats=("qa",), qa_paraphrases=1, context_mix=False)
 
 
 def measure_matmul(size: int = 1024, seconds: float = 2.0) -> float:
