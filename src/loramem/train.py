@@ -256,7 +256,7 @@ def train(
     ``kl_prompts_per_step`` of them (see the module docstring); ``kl_weight`` None counts as 0 here (the
     writer resolves it).
     """
-    train_set = [e for e in examples if e.format != "probe"]
+    train_set = [e for e in examples if e.trained]
     probes = [e for e in examples if e.probe]
     if not train_set:
         raise ValueError("nothing to train on: the synthesizer produced no training examples")

@@ -140,6 +140,11 @@ def as_items(items: Any) -> list[Item]:
     return out
 
 
+# Formats a write never trains on. "probe": asked to measure recall (Example.probe). "heldout": a phrasing kept
+# out of training on purpose, asked only to report how recall carries to words never seen (reported apart).
+UNTRAINED_FORMATS: tuple[str, ...] = ("probe", "heldout")
+
+
 @dataclass(frozen=True)
 class Example:
     """One training example. ``prompt`` None means plain text trained with loss on every token.
@@ -151,8 +156,13 @@ class Example:
     format: str
     prompt: str | None
     completion: str
-    probe: bool = False  # True: used to measure recall of its item
+    probe: bool = False  # True: used to measure recall of its item (and to decide when training stops)
     context: str | None = None
+
+    @property
+    def trained(self) -> bool:
+        """Whether a write trains on it: not the untrained formats (``probe``, ``heldout``)."""
+        return self.format not in UNTRAINED_FORMATS
 
     def __post_init__(self) -> None:
         if self.context is not None and self.prompt is None:

@@ -183,7 +183,7 @@ def write_module(
         version=version,
         items_written=len(a.items),
         items_total=len(held) + len(a.items),
-        examples=len([e for e in examples if e.format != "probe"]),
+        examples=len([e for e in examples if e.trained]),
         steps=result.steps,
         epochs=result.epochs,
         tokens_trained=result.tokens_trained,
