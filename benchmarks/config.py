@@ -30,7 +30,7 @@ from loramem.config import MERGE_METHODS, LoraSpec, ReadConfig, SynthConfig, Tra
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 ALL_READERS: tuple[str, ...] = ("base", "icl", "rag", "lora", "lora+rag", "lora+icl")
-KINDS: tuple[str, ...] = ("readers", "modules", "write_throughput")
+KINDS: tuple[str, ...] = ("readers", "modules", "write_throughput", "write_recipes", "incremental")
 # Grid keys that cannot vary inside one run: the model loads once, and the rest describe the run itself.
 FIXED_KEYS = ("name", "model", "kind", "options", "grid", "judge", "notes")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -196,8 +196,61 @@ class WriteThroughputOptions:
         return cls(**data)
 
 
-OPTIONS: dict[str, type[ModulesOptions] | type[WriteThroughputOptions] | None] = {
+@dataclass
+class WriteRecipesOptions:
+    """The ``write_recipes`` experiment: ``recipes`` maps a name to its overrides of the experiment's ``train``,
+    ``lora`` and ``synth`` sections (``{"train": {...}, "lora": {...}, "synth": {...}}``, each optional); the
+    first is the reference the others' ratios are taken against. Each writes ``repeats`` times, in rotation."""
+
+    recipes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {"default": {}})
+    repeats: int = 1
+
+    def __post_init__(self) -> None:
+        from loramem import LoraSpec, SynthConfig, TrainConfig
+
+        _expect(isinstance(self.recipes, dict) and len(self.recipes) >= 1, "recipes",
+                "a non-empty object of name -> overrides", self.recipes)
+        sections = {"train": TrainConfig, "lora": LoraSpec, "synth": SynthConfig}
+        for name, over in self.recipes.items():
+            _expect(isinstance(over, dict) and set(over) <= set(sections), f"recipes.{name}",
+                    f"an object with any of {sorted(sections)}", over)
+            for key, value in over.items():
+                _expect(isinstance(value, dict), f"recipes.{name}.{key}", "an object of field -> value", value)
+                sections[key].from_dict({**sections[key]().to_dict(), **value})  # raises on a bad field or value
+        _expect(isinstance(self.repeats, int) and self.repeats >= 1, "repeats", "an int >= 1", self.repeats)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WriteRecipesOptions:
+        _check_keys(data, [f.name for f in dataclasses.fields(cls)])
+        return cls(**data)
+
+
+@dataclass
+class IncrementalOptions:
+    """The ``incremental`` experiment: after one write of the ``task.size`` entries, one more entry is written
+    into that module once per value of ``replays`` (``train.replay_items``; null = replay every held item),
+    one after the other; then the same entries are written again into a fresh namespace as ``chunks`` writes
+    of equal size, with the experiment's own ``train.replay_items``."""
+
+    replays: list[int | None] = field(default_factory=lambda: [0, 8, 16, 32, None])
+    chunks: int = 10
+
+    def __post_init__(self) -> None:
+        _expect(isinstance(self.replays, list) and len(self.replays) >= 1
+                and all(r is None or (isinstance(r, int) and r >= 0) for r in self.replays), "replays",
+                "a non-empty list of ints >= 0 or null", self.replays)
+        _expect(isinstance(self.chunks, int) and self.chunks >= 0, "chunks", "an int >= 0 (0: no chunked writes)",
+                self.chunks)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IncrementalOptions:
+        _check_keys(data, [f.name for f in dataclasses.fields(cls)])
+        return cls(**data)
+
+
+OPTIONS: dict[str, Any] = {
     "readers": None, "modules": ModulesOptions, "write_throughput": WriteThroughputOptions,
+    "write_recipes": WriteRecipesOptions, "incremental": IncrementalOptions,
 }
 
 
@@ -207,7 +260,7 @@ class Experiment:
 
     name: str
     model: str = "smollm2-135m"
-    kind: Literal["readers", "modules", "write_throughput"] = "readers"
+    kind: Literal["readers", "modules", "write_throughput", "write_recipes", "incremental"] = "readers"
     options: Any = None  # ModulesOptions / WriteThroughputOptions for those kinds; nothing for "readers"
     task: TaskSpec = field(default_factory=TaskSpec)
     readers: list[str] = field(default_factory=lambda: list(ALL_READERS))

@@ -323,11 +323,15 @@ def _load_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+# Experiment kinds whose report is their own section (``report_kinds.kind_section``), not the readers' tables.
+KIND_SECTIONS = ("modules", "write_throughput", "write_recipes", "incremental")
+
+
 def report_section(results: dict[str, Any], out: Path, prefix: str = "") -> list[str]:
     """Markdown lines for one run; its plots are written into ``out`` (file names start with ``prefix``)."""
     if capacity_from_calibration(results) is not None:
         return calibration_section(results, out, prefix)
-    if results.get("kind") in ("modules", "write_throughput") or "benchmark" in results:
+    if results.get("kind") in KIND_SECTIONS or "benchmark" in results:
         from .report_kinds import kind_section
 
         return [f"## {results.get('name', results.get('benchmark', 'run'))}", "", *_header(results), "",

@@ -16,6 +16,8 @@ OLD_FORMAT = ("**Old format**: written by the stand-alone `python -m benchmarks.
 def kind_section(results: dict[str, Any]) -> list[str]:
     if results.get("kind") == "write_throughput":
         return write_throughput_section(results)
+    if results.get("kind") in ("write_recipes", "incremental"):
+        return tables_section(results)
     if "benchmark" in results and "kind" not in results:
         return [OLD_FORMAT, "", *_modules_tables(_from_old(results))]
     points = results.get("points") or [{}]
@@ -87,6 +89,18 @@ def _modules_tables(p: dict[str, Any]) -> list[str]:
 
 def _top1(routing: Any) -> Any:
     return routing.get("top1") if isinstance(routing, dict) else routing
+
+
+def tables_section(results: dict[str, Any]) -> list[str]:
+    """The ``tables`` a point carries (title, columns, rows), as the experiment laid them out."""
+    points = results.get("points") or []
+    tables = points[0].get("tables") if points else None
+    if not tables:
+        return ["(no measurement)"]
+    lines: list[str] = []
+    for t in tables:
+        lines += [f"### {t['title']}", "", _table(t["columns"], t["rows"]), ""]
+    return lines
 
 
 def write_throughput_section(results: dict[str, Any]) -> list[str]:

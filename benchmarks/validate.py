@@ -282,6 +282,56 @@ def validate_write_throughput(results: dict[str, Any], samples: list[dict[str, A
     return problems
 
 
+def validate_write_recipes(results: dict[str, Any], samples: list[dict[str, Any]]) -> list[str]:
+    """Every recipe wrote ``repeats`` times (results.json and samples.jsonl agree), its figures in range."""
+    points = results.get("points", [])
+    if len(points) != 1:
+        return [f"{len(points)} points, expected 1"]
+    options = results.get("config", {}).get("options") or {}
+    recipes, repeats = list(options.get("recipes") or {}), options.get("repeats", 1)
+    got = points[0].get("recipes") or {}
+    problems = []
+    for name in recipes:
+        writes = (got.get(name) or {}).get("writes", [])
+        rows = [s for s in samples if s.get("reader") == name]
+        if len(writes) != repeats or len(rows) != repeats:
+            problems.append(f"recipe {name}: {len(writes)} writes in results.json, {len(rows)} in samples.jsonl, "
+                            f"expected {repeats}")
+        for w in writes:
+            for key, lo_hi in (("recall", (0.0, 1.0)), ("heldout", (0.0, 1.0)), ("seconds", (1e-9, math.inf)),
+                               ("tokens_trained", (1, math.inf))):
+                bad = finite_in_range(f"{name} {key}", w.get(key), lo_hi)
+                if bad:
+                    problems.append(bad)
+    return problems
+
+
+def validate_incremental(results: dict[str, Any], samples: list[dict[str, Any]]) -> list[str]:
+    """The full write, one add per replay size and the chunked writes are all there, recalls in [0, 1]."""
+    points = results.get("points", [])
+    if len(points) != 1:
+        return [f"{len(points)} points, expected 1"]
+    p, options = points[0], results.get("config", {}).get("options") or {}
+    problems = []
+    if not p.get("full"):
+        problems.append("the full write is missing")
+    if len(p.get("adds") or []) != len(options.get("replays") or []):
+        problems.append(f"{len(p.get('adds') or [])} single-item adds, expected one per replay size")
+    if options.get("chunks") and not p.get("chunks"):
+        problems.append("the chunked writes are missing")
+    expected = 1 + len(options.get("replays") or []) + (1 if options.get("chunks") else 0)
+    if len(samples) != expected:
+        problems.append(f"{len(samples)} rows in samples.jsonl, expected {expected}")
+    for row in [p.get("full") or {}, *(p.get("adds") or []), p.get("chunks") or {}]:
+        for key in ("recall", "held_recall", "new_recall"):
+            if key in row:
+                bad = finite_in_range(key, row[key], (0.0, 1.0))
+                if bad:
+                    problems.append(bad)
+    return problems
+
+
 VALIDATORS: dict[str, Callable[[dict[str, Any], list[dict[str, Any]]], list[str]]] = {
     "readers": validate_readers, "modules": validate_modules, "write_throughput": validate_write_throughput,
+    "write_recipes": validate_write_recipes, "incremental": validate_incremental,
 }

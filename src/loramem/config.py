@@ -197,6 +197,8 @@ class TrainConfig(_Config):
         default=8.0,
     )
     max_grad_norm: float = _help("Gradient clipping (0 = off): keeps the high learning rates of memorisation stable.", default=1.0)
+    adam_beta2: float = _help("AdamW beta2 (second-moment decay). Lower adapts faster to the sharp loss drops "
+                              "of memorisation.", default=0.999)
     max_steps: int = _help("Step cap: training stops here even below the target recall.", default=800)
     target_recall: float = _help(
         "Stop once this share of the written items is recalled exactly (greedy).", default=0.95
@@ -205,6 +207,18 @@ class TrainConfig(_Config):
     min_epochs: int = _help("Epochs to train before the first recall check.", default=2)
     seq_len: int = _help("Length of one packed row, in tokens.", default=256)
     batch_tokens: int = _help("Tokens per optimizer step (rows of seq_len packed with whole examples).", default=512)
+    recalled_replay: float = _help(
+        "Data schedule: after each recall check, the items already recalled are trained on with this probability "
+        "per example in the next pass, the others always (1 = every item every pass). Saves the tokens spent "
+        "on what is already known.", default=1.0)
+    replay_items: int | None = _help(
+        "Incremental writes: held items a new version replays beside the new ones, sampled at random (None: "
+        "every held item, as a rebuild does). Every held item is checked once at the end and the ones that "
+        "slipped are trained again (repair_rounds).", default=None)
+    repair_rounds: int = _help(
+        "Incremental writes: rounds of training on the held items that slipped (with the new items and a fresh "
+        "replay sample) before the version commits; a version still below target_recall commits with a warning "
+        "naming them (WriteReport.slipped).", default=2)
     seed: int = _help("Seed for adapter init and data order: the same seed gives the same module.", default=0)
     progress: bool = _help("Show a progress bar.", default=True)
     kl_weight: float | None = _help(
@@ -252,6 +266,11 @@ class TrainConfig(_Config):
         _expect(self.min_epochs >= 0, "min_epochs", "an int >= 0", self.min_epochs)
         _expect(self.lora_plus_ratio >= 1.0, "lora_plus_ratio", ">= 1", self.lora_plus_ratio)
         _expect(self.warmup_steps >= 0, "warmup_steps", "an int >= 0", self.warmup_steps)
+        _expect(0.0 < self.adam_beta2 < 1.0, "adam_beta2", "a float in (0, 1)", self.adam_beta2)
+        _expect(0.0 <= self.recalled_replay <= 1.0, "recalled_replay", "a float in [0, 1]", self.recalled_replay)
+        _expect(self.replay_items is None or (isinstance(self.replay_items, int) and self.replay_items >= 0),
+                "replay_items", "None or an int >= 0", self.replay_items)
+        _expect(self.repair_rounds >= 0, "repair_rounds", "an int >= 0", self.repair_rounds)
 
 
 MERGE_METHODS = ("ties", "linear", "dare_ties", "dare_linear", "cat", "svd")

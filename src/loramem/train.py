@@ -58,10 +58,25 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     preserve_prompts: int = 0  # preservation prompts the KL term used (0: the term was off)
     kl_setup_seconds: float = 0.0  # greedy continuations + base distributions, once per write
+    recalled: set[str] = field(default_factory=set)  # items whose every probe was recalled at the last check
 
     @property
     def tokens_per_second(self) -> float:
         return self.tokens_trained / self.train_seconds if self.train_seconds > 0 else 0.0
+
+    def then(self, later: TrainResult) -> TrainResult:
+        """This round followed by ``later`` (a repair round): costs add up, recall is the later round's."""
+        real = self.tokens_trained + later.tokens_trained
+        padded = sum(r.padding_fraction / max(1e-9, 1 - r.padding_fraction) * r.tokens_trained for r in (self, later))
+        shifted = [{**h, "step": h["step"] + self.steps} for h in later.history]
+        return TrainResult(
+            steps=self.steps + later.steps, epochs=self.epochs + later.epochs, tokens_trained=real,
+            recall=later.recall, reached_target=later.reached_target,
+            train_seconds=self.train_seconds + later.train_seconds, eval_seconds=self.eval_seconds + later.eval_seconds,
+            padding_fraction=padded / max(1, padded + real), history=self.history + shifted,
+            preserve_prompts=max(self.preserve_prompts, later.preserve_prompts),
+            kl_setup_seconds=self.kl_setup_seconds + later.kl_setup_seconds, recalled=later.recalled,
+        )
 
 
 def encode_all(examples: Sequence[Example], prompt: PromptFormat, seq_len: int) -> list[Encoded]:
@@ -271,7 +286,8 @@ def train(
     b_params = [p for n, p in zip(names, params) if "lora_B" in n]
     other = [p for n, p in zip(names, params) if "lora_B" not in n]
     groups = [{"params": other, "lr": config.lr}, {"params": b_params, "lr": config.lr * config.lora_plus_ratio}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.weight_decay,
+                            betas=(0.9, config.adam_beta2))
     def lr_factor(step: int) -> float:
         # Linear warm-up, then linear decay to 10% at the step cap (training usually stops well before).
         warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
@@ -293,14 +309,27 @@ def train(
     padded = 0
     recall, reached = 0.0, False
     history: list[dict[str, float]] = []
-    est_steps_per_epoch = max(1, math.ceil(epoch_tokens / config.batch_tokens))
+
+    owner = [e.item_id for e in train_set]
+    probe_owner = [e.item_id for e in probes]
+    recalled: set[str] = set()  # items whose every probe was recalled at the last check
 
     def check() -> float:
-        nonlocal eval_s
+        nonlocal eval_s, recalled
         t0 = time.perf_counter()
         hits = exact_recall(model, probe_enc, config.seq_len, config.batch_tokens, pad_id)
         eval_s += time.perf_counter() - t0
+        missed = {i for i, hit in zip(probe_owner, hits) if not hit}
+        recalled = set(probe_owner) - missed
         return sum(hits) / len(hits) if hits else 1.0
+
+    def this_pass() -> list[int]:
+        """The examples of the next pass: all of them, less (recalled_replay < 1) most of those already recalled."""
+        order = list(range(len(enc)))
+        if config.recalled_replay < 1.0 and recalled:
+            order = [i for i in order if owner[i] not in recalled or rng.random() < config.recalled_replay]
+        rng.shuffle(order)
+        return order or [rng.randrange(len(enc))]
 
     from tqdm.auto import tqdm
 
@@ -309,9 +338,7 @@ def train(
     epoch = 0
     try:
         while steps < config.max_steps and not reached:
-            order = list(range(len(enc)))
-            rng.shuffle(order)
-            rows = pack(enc, order, config.seq_len)
+            rows = pack(enc, this_pass(), config.seq_len)
             rng.shuffle(rows)
             for s in range(0, len(rows), rows_per_step):
                 batch = collate(enc, rows[s : s + rows_per_step], pad_id)
@@ -360,7 +387,7 @@ def train(
         model.eval()
     return TrainResult(
         steps=steps,
-        epochs=steps / est_steps_per_epoch,
+        epochs=tokens / max(1, epoch_tokens),  # passes over the whole set, in tokens (a schedule may skip some)
         tokens_trained=tokens,
         recall=recall,
         reached_target=reached,
@@ -370,6 +397,7 @@ def train(
         history=history,
         preserve_prompts=len(pres.encoded) if pres is not None else 0,
         kl_setup_seconds=kl_setup_s,
+        recalled=recalled,
     )
 
 

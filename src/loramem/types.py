@@ -218,6 +218,7 @@ class WriteReport:
     timings: dict[str, float] = field(default_factory=dict)
     parts: list[WriteReport] = field(default_factory=list)  # one per module when a write changed several
     details: dict[str, Any] = field(default_factory=dict)  # e.g. forget/update verification
+    slipped: list[str] = field(default_factory=list)  # ids of items not recalled when the version committed
 
     def summary(self) -> str:
         if self.parts:
@@ -225,11 +226,12 @@ class WriteReport:
                     f"({self.knowledge_tokens} knowledge tokens) in {self.seconds:.1f}s; min recall {self.recall:.1%}")
             return "\n".join([head, *("  " + p.summary() for p in self.parts)])
         hit = "reached" if self.reached_target else "did NOT reach"
+        slipped = f"; {len(self.slipped)} item(s) not recalled: {', '.join(self.slipped[:5])}" if self.slipped else ""
         return (
             f"{self.items_written} new item(s) -> {self.module_id} v{self.version} "
             f"({self.items_total} items, {self.knowledge_tokens} knowledge tokens); recall {self.recall:.1%} "
             f"({hit} target) after {self.steps} steps / {self.tokens_trained} tokens in {self.seconds:.1f}s "
-            f"({self.tokens_per_second:.0f} tok/s)"
+            f"({self.tokens_per_second:.0f} tok/s){slipped}"
         )
 
 

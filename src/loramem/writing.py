@@ -121,25 +121,29 @@ def write_module(
     spec = a.spec
     store = rt.store
     held = set(keep) if keep is not None else set(store.module_items(info.module_id, info.version)) if info else set()
-    examples = store.examples(namespace, sorted(held)) + new_examples  # replay everything the module holds
+    examples = store.examples(namespace, sorted(held)) + new_examples
     module_id = a.module_id or store.new_module_id(namespace)
     if info is not None and info.lora_spec != spec.to_dict():
         spec = LoraSpec.from_dict(info.lora_spec)  # a module keeps the spec it was created with
     warm = info is not None and spec.init != "pissa" and not fresh
     prev_state = store.load_adapter(info)[1] if warm and info is not None else None
+    incremental = Incremental(rt, tcfg, held, examples, new_examples, module_id, bounded=warm)
     with_context: dict[str, float] = {}
     t0 = time.perf_counter()
     tcfg, prompts, why = preservation(rt, namespace, a.items, held, examples, tcfg, edit, preserve)
     pres_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     state, peft_cfg, result, trainable = train_adapter(
-        rt, module_id, spec, tcfg, examples, prev_state, prompts,
+        rt, module_id, spec, tcfg, incremental.first_round(), prev_state, prompts, more=incremental.next_round,
         after=lambda model: with_context.update(recall_with_context(rt, model, namespace, held, a.items, examples, scfg)),
     )
     train_wall = time.perf_counter() - t0
     kl = [h["kl"] for h in result.history if "kl" in h]
     preserved = {"kl_weight": tcfg.kl_weight, "why": why, "prompts": result.preserve_prompts,
                  "last_kl": round(kl[-1], 6) if kl else None, "setup_seconds": round(pres_s + result.kl_setup_seconds, 3)}
+    replay = incremental.summary()
+    if not result.reached_target:
+        warn_below_target(module_id, result.recall, tcfg.target_recall, incremental.slipped)
 
     knowledge = count_knowledge_tokens(examples, rt.prompt)
     report_fields = {
@@ -155,6 +159,7 @@ def write_module(
         "synth_config": scfg.to_dict(),
         "plan": a.reason,
         "preserve": preserved,
+        "replay": replay,
         **with_context,
         **({"removed": removed} if removed else {}),
     }
@@ -193,10 +198,86 @@ def write_module(
         seconds=time.perf_counter() - t_start,
         tokens_per_second=result.tokens_per_second,
         trainable_params=trainable,
-        timings={"train": result.train_seconds, "recall_checks": result.eval_seconds, "train_wall": train_wall,
-                 "save": save_s, "preserve_setup": preserved["setup_seconds"]},
-        details={"preserve": preserved, **with_context},
+        timings={"train": result.train_seconds, "recall_checks": result.eval_seconds + replay["check_seconds"],
+                 "train_wall": train_wall, "save": save_s, "preserve_setup": preserved["setup_seconds"]},
+        details={"preserve": preserved, "replay": replay, **with_context},
+        slipped=list(incremental.slipped),
     )
+
+
+class Incremental:
+    """The rounds of one incremental write: new items plus a bounded replay sample, then repairs of what slipped.
+
+    Round 1 trains on the new items' examples and the examples of ``replay_items`` held items sampled at random
+    (all of them when ``replay_items`` is None, the module is new, or ``bounded`` is False, as for a rebuild from
+    fresh weights: then round 1 is the whole set and nothing else runs). After it, every held item is checked once (teacher-forced probes,
+    one pass); while recall is below the target and ``repair_rounds`` are left, another round trains on the
+    items that slipped, the new items and a fresh replay sample. Training is warm (from the previous version),
+    so a small write into a big module costs what the new items and the sample cost, not the whole module.
+    """
+
+    def __init__(self, rt: Runtime, tcfg: TrainConfig, held: set[str], examples: list[Example],
+                 new_examples: list[Example], module_id: str, *, bounded: bool) -> None:
+        import random
+
+        self.rt, self.tcfg, self.examples = rt, tcfg, examples
+        self.held = sorted(held)
+        self.new_ids = {e.item_id for e in new_examples}
+        self.rng = random.Random(f"{tcfg.seed}:{module_id}:{len(held)}")
+        n = tcfg.replay_items
+        self.bounded = bounded and n is not None and len(self.held) > n
+        self.rounds = 0
+        self.slipped: list[str] = []
+        self.replayed = len(self.held)
+        self.check_s = 0.0
+        self.recall: float | None = None
+
+    def _round(self, extra: Sequence[str] = ()) -> list[Example]:
+        n = self.tcfg.replay_items
+        sample = set(self.rng.sample(self.held, n)) if self.bounded and n is not None else set(self.held)
+        keep = self.new_ids | sample | set(extra)
+        return [e for e in self.examples if e.item_id in keep]
+
+    def first_round(self) -> list[Example]:
+        if self.bounded and self.tcfg.replay_items is not None:
+            self.replayed = self.tcfg.replay_items
+        return self._round()
+
+    def next_round(self, model: Any, result: Any) -> list[Example]:
+        """After a round: check every item the version holds; the examples of a repair round, or [] to stop."""
+        if not self.bounded:
+            everything = {*self.held, *self.new_ids}  # round 1 trained (and checked) every item
+            self.slipped = sorted(everything - result.recalled) if not result.reached_target else []
+            return []
+        from .train import encode_all, exact_recall
+
+        t0 = time.perf_counter()
+        probes = [e for e in self.examples if e.probe]
+        pad = self.rt.prompt.tokenizer.pad_token_id
+        hits = exact_recall(model, encode_all(probes, self.rt.prompt, self.tcfg.seq_len), self.tcfg.seq_len,
+                            self.tcfg.batch_tokens, pad if pad is not None else 0)
+        self.check_s += time.perf_counter() - t0
+        self.recall = sum(hits) / len(hits) if hits else 1.0
+        result.recall, result.reached_target = self.recall, self.recall >= self.tcfg.target_recall
+        self.slipped = sorted({e.item_id for e, hit in zip(probes, hits) if not hit})
+        if result.reached_target or self.rounds >= self.tcfg.repair_rounds:
+            return []
+        self.rounds += 1
+        return self._round(self.slipped)
+
+    def summary(self) -> dict[str, Any]:
+        return {"held": len(self.held), "replayed": self.replayed, "bounded": self.bounded,
+                "repair_rounds": self.rounds, "slipped": len(self.slipped), "check_seconds": round(self.check_s, 3)}
+
+
+def warn_below_target(module_id: str, recall: float, target: float, slipped: Sequence[str]) -> None:
+    """A version below its target still commits (the items are in the store either way), but never silently."""
+    import warnings
+
+    names = ", ".join(slipped[:10]) + (f" and {len(slipped) - 10} more" if len(slipped) > 10 else "")
+    warnings.warn(f"module {module_id}: recall {recall:.1%} is below target_recall {target:.0%}; "
+                  f"not recalled: {names or 'none listed'} (WriteReport.slipped; write them again, or raise "
+                  f"max_steps / repair_rounds)", RuntimeWarning, stacklevel=5)
 
 
 def preservation(
@@ -288,10 +369,12 @@ def train_adapter(
     prev_state: dict[str, Any] | None,
     preserve: Sequence[str] = (),
     after: Callable[[Any], None] | None = None,
+    more: Callable[[Any, Any], list[Example]] | None = None,
 ) -> tuple[dict[str, Any], Any, Any, int]:
     """Train a fresh adapter in the pool (from ``prev_state`` when given) and take it out again.
 
-    ``after(model)`` runs once trained, with the adapter still active (measurements for the report).
+    ``more(model, result)`` runs after each round and returns the examples of another round (warm, same
+    adapter), or [] to stop (``Incremental``). ``after(model)`` runs once trained, with the adapter still active (measurements for the report).
     Returns (state dict, peft config to save, ``TrainResult``, trainable parameters). A PiSSA adapter is
     stored as plain LoRA of rank 2r with the base weights put back, so engines load it unchanged.
     """
@@ -321,6 +404,9 @@ def train_adapter(
             trainable += p.numel() if mine else 0
         result = train(pool.peft, rt.prompt, examples, tcfg, adapter_name=name, desc=f"write {module_id}",
                        preserve=preserve)
+        while more is not None and (again := more(pool.peft, result)):
+            result = result.then(train(pool.peft, rt.prompt, again, tcfg, adapter_name=name,
+                                       desc=f"repair {module_id}", preserve=preserve))
         if after is not None:
             after(pool.peft)
         state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(pool.peft, adapter_name=name).items()}
@@ -374,6 +460,7 @@ def combine_reports(reports: list[WriteReport], lock_wait: float, synth_s: float
         tokens_per_second=tokens / train_s if train_s else 0.0,
         trainable_params=sum(r.trainable_params for r in reports),
         timings={"lock_wait": lock_wait, "synthesize": synth_s, "train": train_s}, parts=reports,
+        slipped=[i for r in reports for i in r.slipped],
     )
 
 

@@ -1,0 +1,123 @@
+"""Incremental writes on the tiny model: a bounded replay sample, the repair of slipped items, no silent misses,
+and the data schedule that stops resampling what is already recalled."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from conftest import COLOURS, FAST_LORA, FAST_SYNTH, FAST_TRAIN, NAMES
+
+from loramem import Fact, KnowledgeMemory, SynthConfig
+from loramem import train as train_mod
+from loramem.types import Example
+
+BARE = dataclasses.replace(FAST_SYNTH, context_mix=False)
+
+
+def _open(tmp_path, tiny_model_dir, **train):  # type: ignore[no-untyped-def]
+    return KnowledgeMemory.open(tmp_path / "store", model=str(tiny_model_dir), lora=FAST_LORA, synth=BARE,
+                                train=dataclasses.replace(FAST_TRAIN, **train))
+
+
+def test_a_small_write_replays_a_bounded_sample_and_checks_every_held_item(tmp_path, tiny_model_dir, facts):
+    mem = _open(tmp_path, tiny_model_dir, replay_items=2)
+    first = mem.write(facts[:5], namespace="people")
+    second = mem.write(facts[5:], namespace="people")
+    replay = second.details["replay"]
+    assert replay["bounded"] and replay["held"] == 5 and replay["replayed"] == 2
+    assert replay["check_seconds"] > 0  # every held item was checked after the round
+    assert second.items_total == 6 and second.version == 2
+    # Its round trained 3 items' examples (1 new + 2 replayed), not 6: fewer tokens per pass than the first.
+    assert second.tokens_trained / max(1, second.steps) <= first.tokens_trained / max(1, first.steps) + 1e-9
+    if second.reached_target:
+        assert second.recall >= FAST_TRAIN.target_recall and not second.slipped
+    answers = mem.ask([f.canonical_question for f in facts], namespace="people")
+    hits = sum(a.text == c for a, c in zip(answers, COLOURS))
+    assert hits >= round(second.recall * 6) - 1  # the report's recall is the whole module's, not the round's
+    # replay_items None (the default): every held item is replayed, as before.
+    full = _open(tmp_path / "full", tiny_model_dir)
+    full.write(facts[:5], namespace="people")
+    assert full.write(facts[5:], namespace="people").details["replay"] == {
+        "held": 5, "replayed": 5, "bounded": False, "repair_rounds": 0, "slipped": 0, "check_seconds": 0.0}
+
+
+def test_items_that_slip_are_trained_again(tmp_path, tiny_model_dir, facts, monkeypatch):
+    mem = _open(tmp_path, tiny_model_dir, replay_items=1, repair_rounds=2)
+    mem.write(facts[:5], namespace="people")
+    held = {it.id: it.subject for it in mem.items("people")}
+    first_held = sorted(held)[0]
+    rounds: list[set[str]] = []
+    real_train, real_recall = train_mod.train, train_mod.exact_recall
+    checks = iter([first_held] + [None] * 9)  # the first held check misses one item, later ones (and the context probes) none
+
+    def spy_train(model, prompt, examples, config, **kw):  # type: ignore[no-untyped-def]
+        rounds.append({e.item_id for e in examples})
+        return real_train(model, prompt, examples, config, **kw)
+
+    def fake_recall(model, encoded, *args):  # type: ignore[no-untyped-def]
+        if len(encoded) != 6:  # a check inside train(): the real one
+            return real_recall(model, encoded, *args)
+        miss = next(checks)
+        ids = [e.item_id for e in probes_seen[-1]]
+        return [i != miss for i in ids]
+
+    probes_seen: list[list[Example]] = []
+    real_encode = train_mod.encode_all
+
+    def spy_encode(examples, *args):  # type: ignore[no-untyped-def]
+        probes_seen.append(list(examples))
+        return real_encode(examples, *args)
+
+    monkeypatch.setattr(train_mod, "train", spy_train)
+    monkeypatch.setattr(train_mod, "exact_recall", fake_recall)
+    monkeypatch.setattr(train_mod, "encode_all", spy_encode)
+    report = mem.write(facts[5:], namespace="people")
+    new_id = next(it.id for it in mem.items("people") if it.subject == NAMES[5])
+    assert len(rounds) == 2, rounds  # the first round, then one repair round for the slipped item
+    assert new_id in rounds[0] and len(rounds[0]) == 2  # the new item + 1 replayed
+    assert first_held in rounds[1] and new_id in rounds[1]  # the repair trains what slipped, with the new item
+    assert report.details["replay"]["repair_rounds"] == 1
+    assert report.reached_target and report.slipped == []
+
+
+def test_a_write_below_target_commits_with_a_warning_naming_what_slipped(tmp_path, tiny_model_dir, facts):
+    mem = _open(tmp_path, tiny_model_dir, max_steps=1, min_epochs=0, repair_rounds=0)
+    with pytest.warns(RuntimeWarning, match="below target_recall"):
+        report = mem.write(facts, namespace="people")
+    assert not report.reached_target and report.version == 1
+    assert report.slipped and set(report.slipped) <= {it.id for it in mem.items("people")}
+    assert "not recalled" in report.summary()
+
+
+def test_recalled_items_are_mostly_skipped_in_the_next_pass(tiny_model_dir, monkeypatch):
+    from loramem import LoraSpec, ModelConfig, TrainConfig, models
+    from loramem.prompts import PromptFormat
+    from loramem.synth import synthesize
+    from loramem.train import peft_config
+
+    facts = [Fact(n, "favourite colour", c) for n, c in zip(NAMES, COLOURS)]
+    examples = synthesize(facts, SynthConfig(qa_paraphrases=1, context_mix=False))
+    model, tok = models.load(ModelConfig(name=str(tiny_model_dir)))
+    from peft import get_peft_model
+
+    peft = get_peft_model(model, peft_config(model, LoraSpec(r=4)), adapter_name="m")
+    batches: list[set[int]] = []
+    real_collate = train_mod.collate
+
+    def spy_collate(encoded, rows, pad_id):  # type: ignore[no-untyped-def]
+        if len(encoded) == len(examples):  # training batches (not the checks' or the preservation's)
+            batches.append({i for row in rows for i in row})
+        return real_collate(encoded, rows, pad_id)
+
+    kept = facts[0].id
+    monkeypatch.setattr(train_mod, "collate", spy_collate)
+    monkeypatch.setattr(train_mod, "exact_recall",
+                        lambda model, encoded, *a: [e.item_id != kept for e in examples if e.probe])
+    cfg = TrainConfig(max_steps=6, min_epochs=1, recalled_replay=0.0, progress=False, seq_len=128,
+                      batch_tokens=4096, target_recall=1.0)
+    result = train_mod.train(peft, PromptFormat(tok), examples, cfg, adapter_name="m")
+    assert len(batches) == result.steps == 6
+    assert batches[0] == set(range(len(examples)))  # before the first check: every example
+    assert all(b == {0} for b in batches[1:])  # after it: only the item not recalled (example 0 is facts[0]'s)
+    assert result.recalled == {f.id for f in facts[1:]}
