@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks import provenance, runner
 from benchmarks.__main__ import main
-from benchmarks.config import CONFIGS, Experiment, ModulesOptions, WriteThroughputOptions
+from benchmarks.config import CONFIGS, KINDS, Experiment, ModulesOptions, WriteThroughputOptions
 from benchmarks.experiments.modules import interleaved, spread
 from benchmarks.provenance import LOAD_PER_CPU, RATE_KEPT, Reading, contention
 from benchmarks.runner import run_experiment
@@ -91,7 +91,7 @@ WT = {"name": "w", "kind": "write_throughput", "task": {"name": "phonebook", "si
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"name": "x", "kind": "magic"}, "kind: expected one of ['readers', 'modules', 'write_throughput'], got 'magic'"),
+    ({"name": "x", "kind": "magic"}, f"kind: expected one of {list(KINDS)}, got 'magic'"),
     ({"name": "x", "options": {"modules": 2}}, "options: expected nothing for kind 'readers'"),
     ({**MOD, "options": {"modules": 1}}, "options: modules: expected an int >= 2, got 1"),
     ({**MOD, "options": {"shards": 2}}, "options: unknown keys ['shards']"),

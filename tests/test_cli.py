@@ -42,7 +42,7 @@ def _facts_file(path, pairs):  # type: ignore[no-untyped-def]
 
 
 def _ls_rows(capsys) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
-    """`loramem ls` rows by namespace: module, ver, rank, items, k-tokens, capacity, fill, recall."""
+    """`loramem ls` rows by namespace: module, ver, rank, items, k-tokens, capacity, fill, recall, last write."""
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:4] == ["namespace", "module", "ver", "rank"]
     return {row.split()[0]: row.split()[1:] for row in lines[1:]}
@@ -69,7 +69,9 @@ def test_cli_round_trip(tmp_path, tiny_model_dir, capsys):
     assert infos["people"].report["reached_target"]
     assert main(["ls", "--store", store]) == 0
     rows = _ls_rows(capsys)
-    assert rows["capped"][2] == "4" and rows["people"][2] == "2" and rows["people"][-1] == "100.0%"
+    assert rows["capped"][2] == "4" and rows["people"][2] == "2" and rows["people"][-2] == "100.0%"
+    took = float(rows["people"][-1].rstrip("s"))  # the last write's seconds, synthesis to commit
+    assert took > 0 and abs(took - infos["people"].write_seconds) < 0.06
     assert main(["ask", *common, "What is the favourite colour of Bram?"]) == 0
     assert capsys.readouterr().out.strip() == "red"
     assert main(["ask", *common, "--json", "What is the favourite colour of Alma?"]) == 0

@@ -113,7 +113,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from .capacity import CapacityModel
 
     header = (f"{'namespace':<16} {'module':<24} {'ver':>3} {'rank':>4} {'items':>6} {'k-tokens':>8} "
-              f"{'capacity':>8} {'fill':>5} {'recall':>7}")
+              f"{'capacity':>8} {'fill':>5} {'recall':>7} {'last write':>10}")
     print(header)
     models: dict[str, CapacityModel | None] = {}
     for i in infos:
@@ -123,9 +123,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
         r = int(i.lora_spec.get("r", 0))
         cap = cap_model.capacity(r) if cap_model is not None else None
         fill = f"{i.knowledge_tokens / cap:>5.0%}" if cap else f"{'?':>5}"
+        took = f"{i.write_seconds:.1f}s" if i.write_seconds is not None else "?"
         print(
             f"{i.namespace:<16} {i.module_id:<24} {i.version:>3} {r:>4} {i.items:>6} "
-            f"{i.knowledge_tokens:>8} {cap if cap is not None else '?':>8} {fill} {i.recall:>7.1%}"
+            f"{i.knowledge_tokens:>8} {cap if cap is not None else '?':>8} {fill} {i.recall:>7.1%} {took:>10}"
         )
     return 0
 

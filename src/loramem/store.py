@@ -85,6 +85,12 @@ class ModuleInfo:
     sha256: str
     report: dict[str, Any]
 
+    @property
+    def write_seconds(self) -> float | None:
+        """How long the write of this version took, synthesis to commit (None for versions older than the field)."""
+        value = self.report.get("write_seconds")
+        return float(value) if value is not None else None
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

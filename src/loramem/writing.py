@@ -81,7 +81,7 @@ def write(
         for a in assignments:
             ids = {it.id for it in a.items}
             reports.append(write_module(rt, namespace, a, [e for e in new_examples if e.item_id in ids], tcfg, scfg,
-                                        preserve=list(preserve or ())))
+                                        preserve=list(preserve or ()), synth_seconds=synth_s))
     return combine_reports(reports, lock_wait, synth_s, time.perf_counter() - t_start)
 
 
@@ -106,13 +106,14 @@ def plan(
 def write_module(
     rt: Runtime, namespace: str, a: Assignment, new_examples: list[Example], tcfg: TrainConfig, scfg: SynthConfig,
     *, fresh: bool = False, keep: list[str] | None = None, removed: list[str] | None = None,
-    edit: bool = False, preserve: Sequence[str] = (),
+    edit: bool = False, preserve: Sequence[str] = (), synth_seconds: float = 0.0,
 ) -> WriteReport:
     """Train and commit one module version holding its previous items (or ``keep``) plus ``a.items``.
 
     ``fresh``: start from new adapter weights instead of the previous version's (rebuilds after a delete).
     ``edit`` (update) and ``preserve`` (prompts the caller wants left alone) turn the preservation term on
-    when ``kl_weight`` is None; see ``preservation``.
+    when ``kl_weight`` is None; see ``preservation``. ``synth_seconds``: what synthesizing the new examples took
+    (done once per write, before planning), counted in the version's ``write_seconds``.
     """
     from .train import count_knowledge_tokens
 
@@ -160,6 +161,8 @@ def write_module(
         "plan": a.reason,
         "preserve": preserved,
         "replay": replay,
+        # What this version cost the writer, synthesis to commit (the save itself is a sliver): `loramem ls`.
+        "write_seconds": round(synth_seconds + time.perf_counter() - t_start, 3),
         **with_context,
         **({"removed": removed} if removed else {}),
     }
