@@ -327,7 +327,7 @@ def report_section(results: dict[str, Any], out: Path, prefix: str = "") -> list
     """Markdown lines for one run; its plots are written into ``out`` (file names start with ``prefix``)."""
     if capacity_from_calibration(results) is not None:
         return calibration_section(results, out, prefix)
-    if results.get("kind") in ("modules", "write_throughput") or "benchmark" in results:
+    if results.get("kind") in ("modules", "write_throughput", "natural_questions") or "benchmark" in results:
         from .report_kinds import kind_section
 
         return [f"## {results.get('name', results.get('benchmark', 'run'))}", "", *_header(results), "",
