@@ -55,7 +55,7 @@ _ART = re.compile(r"^(?:a|an|the) ", re.I)
 _STOP = {"He", "She", "They", "His", "Her", "Their", "Its", "The", "A", "An", "It", "This", "That", "There", "These", "Those", "In", "On", "At", "When", "After",
          "Before", "Every", "Each", "Some", "Most", "All", "Our", "My", "Your", "We", "You", "I", "If"}
 _PRONOUN = re.compile(r"^(?:(?P<subj>He|She|They)|(?P<poss>His|Her|Their)) ")
-_NUMBER_WORDS = ("one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve")
+_NUMBER_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
 
 PEOPLE = {"daughter", "son", "wife", "husband", "partner", "brother", "sister", "mother", "father", "mom", "dad",
           "mum", "friend", "boss", "manager", "cousin", "uncle", "aunt", "grandmother", "grandfather", "grandson",
@@ -134,7 +134,7 @@ def _when_questions(shape: str, t: str, clause: str, aux: str = "did") -> list[Q
 # Each builder gets the match of its pattern (the sentence without its final stop) and returns its questions,
 # the forward group(s) first. Subject ``x`` is a name or a name's relative.
 
-Builder = Callable[["re.Match[str]"], list["Question"]]
+Builder = Callable[[re.Match[str]], list[Question]]
 
 
 def _married(m: re.Match[str]) -> list[Question]:

@@ -64,9 +64,10 @@ def cloze_spans(sentence: str, limit: int) -> list[str]:
 def pick_wh(questions: Sequence[Question], n: int, rng: random.Random) -> tuple[list[Question], Question | None]:
     """The ``n`` phrasings to train and the one to hold out (None when there are fewer than two phrasings).
 
-    The held-out phrasing comes from the first answer group with two or more phrasings (the main question), so
-    every answer keeps a trained phrasing; the trained ones are taken round-robin over the answer groups, each
-    group shuffled, the main question first."""
+    The held-out phrasing comes from the first answer group with two or more phrasings (the main question: every
+    shape writes it so), so every answer keeps a trained phrasing (were there no such group, the first answer
+    would give its only one); the trained ones are taken round-robin over the answer groups, each group
+    shuffled, the main question first."""
     if n <= 0 or not questions:
         return [], None
     gs = [list(g) for g in groups(questions)]
