@@ -53,6 +53,7 @@ bench: $(STAMP)  ## every committed experiment, one after the other (hours on 2 
 	$(BIN)/python -m benchmarks run modules-select-phonebook
 	$(BIN)/python -m benchmarks run write-throughput
 	$(BIN)/python -m benchmarks run stacking-phonebook
+	$(BIN)/python -m benchmarks run natural-questions
 
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check src tests integrations examples benchmarks

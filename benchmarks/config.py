@@ -7,7 +7,9 @@ An ``Experiment`` names a model, a ``kind`` of experiment and its settings:
 - ``modules``: many modules on one PhoneBook (equal budget against one big module and ICL, routing, merging,
   update/delete, mixed-batch read throughput); its own settings in ``options`` (``ModulesOptions``);
 - ``write_throughput``: loramem's write loop against a plain ``transformers.Trainer`` + peft recipe, same
-  examples, same steps (``WriteThroughputOptions``).
+  examples, same steps (``WriteThroughputOptions``);
+- ``natural_questions``: the shipped one-sentence memories written as documents and asked in a person's words
+  (``NaturalQuestionsOptions``).
 
 Every section is a dataclass validated in ``__post_init__`` ("<key>: expected X, got Y"); ``to_dict`` and
 ``from_dict`` round-trip through JSON. Nothing here loads a model.
@@ -30,7 +32,8 @@ from loramem.config import MERGE_METHODS, LoraSpec, ReadConfig, SynthConfig, Tra
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 ALL_READERS: tuple[str, ...] = ("base", "icl", "rag", "lora", "lora+rag", "lora+icl")
-KINDS: tuple[str, ...] = ("readers", "modules", "write_throughput", "write_recipes", "incremental")
+KINDS: tuple[str, ...] = ("readers", "modules", "write_throughput", "write_recipes", "incremental",
+                          "natural_questions")
 # Grid keys that cannot vary inside one run: the model loads once, and the rest describe the run itself.
 FIXED_KEYS = ("name", "model", "kind", "options", "grid", "judge", "notes")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -197,6 +200,35 @@ class WriteThroughputOptions:
 
 
 @dataclass
+class NaturalQuestionsOptions:
+    """The ``natural_questions`` experiment: the first ``memories`` of the shipped set (``loramem.memories``; 0:
+    all) written one Document each into one namespace, then asked the set's questions. ``target``: the share of
+    those to answer (issue 11: 0.70). ``trained_phrasings``: also ask the wh-questions the synthesizer trained on
+    (did the module memorise at all?); ``base``: also ask the bare model the set's questions."""
+
+    memories: int = 0
+    target: float = 0.7
+    trained_phrasings: bool = True
+    base: bool = True
+
+    def __post_init__(self) -> None:
+        from loramem.memories import load_memories
+
+        shipped = len(load_memories())
+        _expect(isinstance(self.memories, int) and not isinstance(self.memories, bool)
+                and 0 <= self.memories <= shipped, "memories", f"an int in [0, {shipped}] (0: all)", self.memories)
+        _expect(isinstance(self.target, (int, float)) and 0.0 <= self.target <= 1.0, "target", "a share in [0, 1]",
+                self.target)
+        for name in ("trained_phrasings", "base"):
+            _expect(isinstance(getattr(self, name), bool), name, "a bool", getattr(self, name))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NaturalQuestionsOptions:
+        _check_keys(data, [f.name for f in dataclasses.fields(cls)])
+        return cls(**data)
+
+
+@dataclass
 class WriteRecipesOptions:
     """The ``write_recipes`` experiment: ``recipes`` maps a name to its overrides of the experiment's ``train``,
     ``lora`` and ``synth`` sections (``{"train": {...}, "lora": {...}, "synth": {...}}``, each optional); the
@@ -251,6 +283,7 @@ class IncrementalOptions:
 OPTIONS: dict[str, Any] = {
     "readers": None, "modules": ModulesOptions, "write_throughput": WriteThroughputOptions,
     "write_recipes": WriteRecipesOptions, "incremental": IncrementalOptions,
+    "natural_questions": NaturalQuestionsOptions,
 }
 
 
@@ -260,8 +293,9 @@ class Experiment:
 
     name: str
     model: str = "smollm2-135m"
-    kind: Literal["readers", "modules", "write_throughput", "write_recipes", "incremental"] = "readers"
-    options: Any = None  # ModulesOptions / WriteThroughputOptions for those kinds; nothing for "readers"
+    kind: Literal["readers", "modules", "write_throughput", "write_recipes", "incremental", "natural_questions"] = (
+        "readers")
+    options: Any = None  # the kind's options dataclass (OPTIONS); nothing for "readers"
     task: TaskSpec = field(default_factory=TaskSpec)
     readers: list[str] = field(default_factory=lambda: list(ALL_READERS))
     lora: LoraSpec = field(default_factory=LoraSpec)
@@ -328,13 +362,18 @@ class Experiment:
             self.points()  # every point must be a valid experiment: fail now, not hours into the run
 
     def _check_kind(self) -> None:
-        """What the ``modules`` and ``write_throughput`` experiments need of the shared sections."""
+        """What the ``modules``, ``write_throughput`` and ``natural_questions`` experiments need of the shared
+        sections."""
         _expect(not self.grid, "grid", f"nothing for kind {self.kind!r} (one measurement per run)", self.grid)
         _expect(self.judge is None, "judge", f"null for kind {self.kind!r}", self.judge)
         defaults = Experiment(name="defaults")
         for key in ("readers", "rag", "modules", "routing", "ask", "limit"):
             _expect(getattr(self, key) == getattr(defaults, key), key,
                     f"the default for kind {self.kind!r}, which does not use it (leave it out)", getattr(self, key))
+        if isinstance(self.options, NaturalQuestionsOptions):
+            _expect(self.task == TaskSpec(), "task", f"the default for kind {self.kind!r}, which writes the shipped "
+                    "memories (leave it out; options.memories says how many)", dataclasses.asdict(self.task))
+            return
         _expect(self.task.name == "phonebook", "task", f"the phonebook task for kind {self.kind!r}", self.task.name)
         if isinstance(self.options, ModulesOptions):
             k = self.options.modules

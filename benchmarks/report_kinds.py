@@ -1,5 +1,6 @@
-"""Report sections for the ``modules`` and ``write_throughput`` experiments, and for the one result folder
-left in the format of the old stand-alone script (``results/modules-phonebook`` before it was rerun)."""
+"""Report sections for the ``modules``, ``write_throughput`` and ``natural_questions`` experiments, and for the
+one result folder left in the format of the old stand-alone script (``results/modules-phonebook`` before it was
+rerun)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ def kind_section(results: dict[str, Any]) -> list[str]:
         return write_throughput_section(results)
     if results.get("kind") in ("write_recipes", "incremental"):
         return tables_section(results)
+    if results.get("kind") == "natural_questions":
+        return natural_questions_section(results)
     if "benchmark" in results and "kind" not in results:
         return [OLD_FORMAT, "", *_modules_tables(_from_old(results))]
     points = results.get("points") or [{}]
@@ -116,3 +119,24 @@ def write_throughput_section(results: dict[str, Any]) -> list[str]:
     if "ratio_examples_per_second" in p:
         lines += [f"loramem / baseline, examples per second: {p['ratio_examples_per_second']:.2f}x", ""]
     return lines
+
+
+def natural_questions_section(results: dict[str, Any]) -> list[str]:
+    points = results.get("points") or []
+    if not points or not points[0].get("readers"):
+        return ["(no measurement)"]
+    p = points[0]
+    w = p.get("write") or {}
+    kinds = sorted({k for r in p["readers"].values() for k in r.get("by_kind", {})})
+    rows = [[name, r.get("n"), r["metrics"].get("contains"),
+             *(_fmt(r.get("by_kind", {}).get(k, {}).get("metrics", {}).get("contains")) for k in kinds),
+             r.get("latency_s")] for name, r in p["readers"].items()]
+    summary = p.get("summary") or {}
+    met = "met" if summary.get("target_met") else "NOT met"
+    return [f"### {p['label']}: the reply contains the answer", "",
+            _table(["section", "n", "contains", *kinds, "s/question"], rows), "",
+            f"Target: {_fmt(summary.get('target'))} of the set's questions ({met}).", "",
+            f"- write: {w.get('steps')} steps, {w.get('tokens_trained')} tokens, {_fmt(w.get('seconds'), 1)} s, recall "
+            f"{_fmt(w.get('recall'))} ({'reached' if w.get('reached_target') else 'did not reach'} the target), "
+            f"{w.get('examples_trained')} trained examples (" + ", ".join(f"{k} {v}" for k, v in (w.get("examples") or {}).items())
+            + f"), {w.get('modules')} module(s)", ""]

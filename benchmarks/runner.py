@@ -1,7 +1,8 @@
 """The benchmark runner: an experiment config (data) in, one ``results.json`` and one ``samples.jsonl`` out.
 
 ``Runner(experiment, out).run()`` does what every experiment shares and hands the measuring to the
-experiment's kind (``benchmarks.experiments``: ``readers``, ``modules``, ``write_throughput``):
+experiment's kind (``benchmarks.experiments``: ``readers``, ``modules``, ``write_throughput``,
+``natural_questions``):
 
 1. a ``Reading`` of the machine before any work of its own (1-min load average, a short fp32 matmul rate;
    ``benchmarks.provenance``), with the package versions, the git commit and whether the tree was dirty;

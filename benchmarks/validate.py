@@ -331,7 +331,41 @@ def validate_incremental(results: dict[str, Any], samples: list[dict[str, Any]])
     return problems
 
 
+def validate_natural_questions(results: dict[str, Any], samples: list[dict[str, Any]]) -> list[str]:
+    """The write is there, every section's answers are in samples.jsonl and its share agrees with them, the set's
+    questions (and the base model, when asked) were asked twice per memory, and the summary agrees."""
+    problems = _check_sample_metrics(samples)
+    points = results.get("points", [])
+    if len(points) != 1:
+        return [*problems, f"{len(points)} points, expected 1"]
+    p, options = points[0], results.get("config", {}).get("options") or {}
+    w = p.get("write") or {}
+    for key, bounds in (("recall", (0.0, 1.0)), ("seconds", POSITIVE), ("steps", (1, math.inf))):
+        bad = finite_in_range(key, w.get(key), bounds)
+        if bad:
+            problems.append(f"write: {bad}")
+    readers, counts = p.get("readers", {}), _count(samples)
+    wanted = ["lora: set questions"] + (["base: set questions"] if options.get("base", True) else [])
+    problems += [f"section {name} missing" for name in wanted if name not in readers]
+    for name, agg in readers.items():
+        problems += _check_reader("natural_questions", name, agg, counts.get((0, name), 0), "contains", ("latency_s",))
+        rows = [s["metrics"].get("contains", -1) for s in samples if s.get("reader") == name]
+        if rows and abs(agg.get("metrics", {}).get("contains", -1) - sum(rows) / len(rows)) > 1e-3:
+            problems.append(f"section {name}: contains {agg['metrics'].get('contains')} disagrees with samples.jsonl")
+        if name.endswith("set questions") and agg.get("n") != 2 * p.get("task", {}).get("size", -1):
+            problems.append(f"section {name}: n={agg.get('n')}, expected 2 questions per memory")
+    named = {name for _, name in counts}
+    if named - set(readers):
+        problems.append(f"samples.jsonl has sections results.json lacks: {sorted(named - set(readers))}")
+    summary = p.get("summary") or {}
+    share = (readers.get("lora: set questions") or {}).get("metrics", {}).get("contains")
+    if share is not None and summary.get("target_met") != (share >= summary.get("target", math.inf)):
+        problems.append("summary: target_met disagrees with the set questions' share and the target")
+    return problems
+
+
 VALIDATORS: dict[str, Callable[[dict[str, Any], list[dict[str, Any]]], list[str]]] = {
     "readers": validate_readers, "modules": validate_modules, "write_throughput": validate_write_throughput,
     "write_recipes": validate_write_recipes, "incremental": validate_incremental,
+    "natural_questions": validate_natural_questions,
 }

@@ -13,7 +13,14 @@ import pytest
 
 from benchmarks import provenance, runner
 from benchmarks.__main__ import main
-from benchmarks.config import CONFIGS, KINDS, Experiment, ModulesOptions, WriteThroughputOptions
+from benchmarks.config import (
+    CONFIGS,
+    KINDS,
+    Experiment,
+    ModulesOptions,
+    NaturalQuestionsOptions,
+    WriteThroughputOptions,
+)
 from benchmarks.experiments.modules import interleaved, spread
 from benchmarks.provenance import LOAD_PER_CPU, RATE_KEPT, Reading, contention
 from benchmarks.runner import run_experiment
@@ -88,6 +95,7 @@ def test_throughput_passes_interleave_and_balance() -> None:
 
 MOD = {"name": "m", "kind": "modules", "task": {"name": "phonebook", "size": 8}}
 WT = {"name": "w", "kind": "write_throughput", "task": {"name": "phonebook", "size": 8}}
+NQ = {"name": "n", "kind": "natural_questions"}
 
 
 @pytest.mark.parametrize(("data", "message"), [
@@ -112,6 +120,10 @@ WT = {"name": "w", "kind": "write_throughput", "task": {"name": "phonebook", "si
     ({**WT, "options": {"steps": 0}}, "options: steps: expected an int >= 1, got 0"),
     ({**WT, "options": {"examples_per_step": "24"}}, "options: examples_per_step: expected an int >= 1, got '24'"),
     ({**WT, "task": {"name": "phonebook", "size": 0}}, "task: expected size >= 1 entries, got 0"),
+    ({**NQ, "task": {"name": "phonebook", "size": 4}}, "task: expected the default for kind 'natural_questions'"),
+    ({**NQ, "options": {"memories": 10_000}}, "options: memories: expected an int in [0, "),
+    ({**NQ, "options": {"target": 1.5}}, "options: target: expected a share in [0, 1], got 1.5"),
+    ({**NQ, "options": {"base": "yes"}}, "options: base: expected a bool, got 'yes'"),
 ])
 def test_experiment_kind_errors_name_the_problem(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError) as err:
@@ -120,7 +132,7 @@ def test_experiment_kind_errors_name_the_problem(data: dict[str, Any], message: 
 
 
 def test_kind_configs_round_trip_and_the_shipped_ones_load() -> None:
-    for data in (MOD, WT, {"name": "r"}):
+    for data in (MOD, WT, NQ, {"name": "r"}):
         exp = Experiment.from_dict(data)
         assert Experiment.from_dict(json.loads(json.dumps(exp.to_dict()))).to_dict() == exp.to_dict()
     mod = Experiment.from_file(CONFIGS / "modules-phonebook.json")
@@ -132,6 +144,8 @@ def test_kind_configs_round_trip_and_the_shipped_ones_load() -> None:
     wt = Experiment.from_file(CONFIGS / "write-throughput.json")
     assert isinstance(wt.options, WriteThroughputOptions) and (wt.options.steps, wt.options.examples_per_step) == (12, 24)
     assert Experiment.from_dict(MOD).options == ModulesOptions()  # options default when left out
+    nq = Experiment.from_file(CONFIGS / "natural-questions.json")
+    assert isinstance(nq.options, NaturalQuestionsOptions) and nq.options.memories == 0 and not nq.synth.context_mix
 
 
 # --- the experiments on the tiny model -------------------------------------------------------------------------
@@ -276,3 +290,41 @@ def test_write_throughput_gives_valid_results(write_throughput_run: Path, tmp_pa
     shutil.copy(write_throughput_run / "results.json", tmp_path / "run" / "results.json")
     (tmp_path / "run" / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[1:]))
     assert any("loop loramem: 3 steps in results.json, 2 in samples.jsonl" in p for p in validate_run(tmp_path / "run"))
+
+
+@pytest.fixture(scope="module")
+def natural_questions_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "nq"
+    exp = Experiment.from_dict({**NQ, "model": str(tiny_model_dir), "lora": {"r": 2}, "train": TRAIN,
+                                "synth": {"context_mix": False}, "read": {"max_new_tokens": 6, "progress": False},
+                                "options": {"memories": 3}})
+    run_experiment(exp, out, matmul_seconds=0.05)
+    return out
+
+
+def test_natural_questions_gives_valid_results(natural_questions_run: Path, tmp_path: Path) -> None:
+    assert validate_run(natural_questions_run) == []
+    results = json.loads((natural_questions_run / "results.json").read_text())
+    (p,) = results["points"]
+    assert results["kind"] == "natural_questions" and p["task"]["size"] == 3
+    w = p["write"]
+    assert w["steps"] >= 1 and w["tokens_trained"] > 0 and w["modules"] == 1 and w["items"] == 3
+    assert w["examples"]["heldout"] == 3 and w["examples"]["wh_trained"] == 9  # 3 memories x 3 phrasings
+    readers = p["readers"]
+    assert list(readers) == ["lora: set questions", "lora: held-out phrasings", "lora: trained phrasings",
+                             "base: set questions"]
+    assert readers["lora: set questions"]["n"] == readers["base: set questions"]["n"] == 6
+    assert readers["lora: held-out phrasings"]["n"] == 3 and readers["lora: trained phrasings"]["n"] == 9
+    assert p["summary"]["target"] == 0.7 and isinstance(p["summary"]["target_met"], bool)
+    samples = [json.loads(line) for line in (natural_questions_run / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 6 + 3 + 9 + 6 and {s["memory"] for s in samples} == {"m01", "m02", "m03"}
+    held = {s["question"] for s in samples if s["reader"] == "lora: held-out phrasings"}
+    trained = {s["question"] for s in samples if s["reader"] == "lora: trained phrasings"}
+    assert held and not held & trained  # the held-out phrasings were never trained
+    assert main(["report", str(natural_questions_run), "--out", str(tmp_path)]) == 0
+    assert "| lora: set questions | 6 |" in (tmp_path / "REPORT.md").read_text()
+    bad = tmp_path / "bad"
+    shutil.copytree(natural_questions_run, bad)
+    results["points"][0]["readers"]["lora: set questions"]["metrics"]["contains"] = 0.123
+    (bad / "results.json").write_text(json.dumps(results))
+    assert any("contains 0.123 disagrees with samples.jsonl" in x for x in validate_run(bad))

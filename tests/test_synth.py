@@ -7,7 +7,7 @@ from loramem.synth import (
     get_synthesizer,
     synthesize,
 )
-from loramem.synth.llm import parse_qa
+from loramem.synth.llm import parse_qa, parse_questions
 from loramem.synth.rules import cloze_spans, sentences
 
 FACT = Fact("Ada Lovelace", "birth year", "1815")
@@ -88,6 +88,31 @@ def test_llm_synthesizer_with_an_invoke_object():
     assert parse_qa(Msg.content) == [("a?", "b")]
     ex = get_synthesizer("llm", llm=ChatModel()).examples(DOC, SynthConfig())
     assert ex[0].prompt == "a?"
+
+
+MAYA = Document("Maya is allergic to peanuts.")
+GROUPED = ("Q: What is Maya allergic to?\nQ: Which food gives Maya a reaction?\n1. Q: What can't Maya eat?\nA: peanuts\n"
+           "\nQ: Who is allergic to peanuts?\nA: Maya\nQ: a question without an answer?\n")
+
+
+def test_llm_is_asked_for_user_phrasings_both_ways_and_one_is_held_out():
+    prompts = []
+
+    def fake_llm(prompt: str) -> str:
+        prompts.append(prompt)
+        return GROUPED
+
+    assert parse_questions(GROUPED) == [(["What is Maya allergic to?", "Which food gives Maya a reaction?",
+                                          "What can't Maya eat?"], "peanuts"), (["Who is allergic to peanuts?"], "Maya")]
+    cfg = SynthConfig(context_mix=False, wh_questions=3)
+    ex = synthesize([MAYA], cfg, llm=fake_llm)
+    assert "4 different phrasings" in prompts[0] and "other way round" in prompts[0] and "Whose daughter" in prompts[0]
+    held = [e for e in ex if e.format == "heldout"]
+    assert len(held) == 1 and held[0].completion == "peanuts" and not held[0].trained and not held[0].probe
+    trained = [(e.prompt, e.completion) for e in ex if e.format == "qa"]
+    assert len(trained) == 3 and ("Who is allergic to peanuts?", "Maya") in trained and held[0].prompt not in dict(trained)
+    assert [e.prompt for e in ex if e.probe] == [next(p for p, a in trained if a == "peanuts"), "Who is allergic to peanuts?"]
+    assert synthesize([MAYA], cfg, llm=fake_llm) == ex  # the held-out phrasing is drawn by seed and document id
 
 
 def test_unknown_synthesizer_lists_valid_ones():

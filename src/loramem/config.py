@@ -132,6 +132,20 @@ class SynthConfig(_Config):
     )
     qa_paraphrases: int = _help("Question paraphrases per fact (the canonical question is always one).", default=3)
     max_cloze_per_sentence: int = _help("Rule-based cloze questions per document sentence.", default=2)
+    wh_questions: int = _help(
+        "Documents: wh-question phrasings trained per sentence, in the words users ask ('What is Maya allergic "
+        "to?', and the reverse 'Who is allergic to peanuts?'), besides the cloze questions; rule synthesis "
+        "writes them for the sentence shapes it knows. A sentence with two or more phrasings also gets one held "
+        "out, never trained (format heldout), to measure recall in unseen words. The LLM synthesizer asks for "
+        "this many phrasings plus one per fact. 3: every answer of a typical sentence once (main question, "
+        "reverse or second answer, main again) for 3 more short examples. 0: cloze questions only.",
+        default=3,
+    )
+    wh_probe: bool = _help(
+        "Documents: probe a sentence's recall (what decides when training stops) with its first trained "
+        "wh-question instead of its first cloze question. Off: the cloze probes, as before wh-questions existed.",
+        default=False,
+    )
     seed: int = _help("Seed for paraphrase choice and for the contexts (distractors, order, look-alikes).", default=0)
     context_mix: bool = _help(
         "Context-mixed training: besides the bare questions, train some with a context before them, rendered as "
@@ -176,6 +190,9 @@ class SynthConfig(_Config):
             _expect(f in FORMATS, "formats", f"each one of {FORMATS}", f)
         _expect(self.qa_paraphrases >= 1, "qa_paraphrases", "an int >= 1", self.qa_paraphrases)
         _expect(self.max_cloze_per_sentence >= 0, "max_cloze_per_sentence", "an int >= 0", self.max_cloze_per_sentence)
+        _expect(isinstance(self.wh_questions, int) and not isinstance(self.wh_questions, bool)
+                and self.wh_questions >= 0, "wh_questions", "an int >= 0", self.wh_questions)
+        _expect(isinstance(self.wh_probe, bool), "wh_probe", "a bool", self.wh_probe)
         _expect(isinstance(self.context_mix, bool), "context_mix", "a bool", self.context_mix)
         _expect(self.context_questions >= 1, "context_questions", "an int >= 1", self.context_questions)
         for name in ("gold_share", "distractor_share"):

@@ -1,10 +1,14 @@
 """Synthesis: turn knowledge items into training examples in the chosen formats.
 
 Formats (the paper's finding: QA internalises best, mixtures of formats do better still):
-  qa        questions with the fact as answer (several paraphrases per fact; cloze questions for documents)
+  qa        questions with the fact as answer (several paraphrases per fact; for documents, cloze questions and
+            wh-questions in a user's words, "What is Maya allergic to?" and the reverse, ``synth.questions``)
   rewrite   the same knowledge restated in other words
   original  the item's own text
   summary   a summary (LLM synthesizer only)
+
+Documents also get one held-out wh-phrasing per sentence (format ``heldout``, never trained: ``Example.trained``)
+to report recall in words the module never saw; see ``synth.rules``.
 
 Synthesizers are a registry: ``template`` (facts), ``rules`` (documents), ``llm`` (any callable or LangChain
 chat model; off by default). ``synthesize`` picks per item type and mixes the formats, then (``context_mix``)
@@ -20,6 +24,7 @@ from ..config import SynthConfig
 from ..types import Document, Example, Fact, Item
 from .context import DistractorPool, context_probes, context_variants
 from .llm import LLMSynthesizer
+from .questions import Question, wh_questions
 from .rules import RuleSynthesizer
 from .templates import HELDOUT_QA_TEMPLATE, QA_TEMPLATES, TemplateSynthesizer
 
@@ -83,6 +88,7 @@ __all__ = [
     "HELDOUT_QA_TEMPLATE",
     "LLMSynthesizer",
     "QA_TEMPLATES",
+    "Question",
     "RuleSynthesizer",
     "SYNTHESIZERS",
     "Synthesizer",
@@ -92,4 +98,5 @@ __all__ = [
     "get_synthesizer",
     "register_synthesizer",
     "synthesize",
+    "wh_questions",
 ]

@@ -2,10 +2,17 @@
 
 The paper found that a strong generator's QA, rewrites and summaries internalise far better than raw text.
 Off by default: pass ``llm=`` to ``KnowledgeMemory.write``.
+
+For documents the LLM is asked what rule synthesis asks of its patterns (``synth.questions``): questions in the
+words a user would use, ``wh_questions + 1`` phrasings of each fact, and the reverse question where a fact reads
+both ways. Each fact's phrasings come back as ``Q:`` lines over one ``A:`` line; its first phrasing is the recall
+probe, and when it has two or more, one drawn by seed and document id is held out (format ``heldout``, never
+trained), as rule synthesis does per sentence.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from typing import Any
 
@@ -13,9 +20,13 @@ from ..config import SynthConfig
 from ..types import Document, Example, Fact, Item
 
 QA_PROMPT = (
-    "Write {n} question-answer pairs that together cover every fact in the text below. Each question must "
-    "make sense on its own (name the subject, not 'the text'). Use exactly this format, one pair per two lines:\n"
-    "Q: <question>\nA: <short answer>\n\nText ({source}):\n{text}"
+    "Write the questions a user would ask about the text below, in everyday words (What, Who, Where, When, How "
+    "many ... questions, never fill-in-the-blank), covering every fact, at most {n} facts. Ask each fact in {k} "
+    "different phrasings. Where a fact reads both ways, also ask it the other way round as a fact of its own "
+    "(for 'Maya's daughter is Lily': 'Who is Maya's daughter?' -> Lily, and 'Whose daughter is Lily?' -> "
+    "Maya). Each question must make sense on its own (name the subject, not 'the text'). Use exactly this "
+    "format, the phrasings of one fact on Q: lines, then its short answer on one A: line:\n"
+    "Q: <question>\nQ: <the same question in other words>\nA: <short answer>\n\nText ({source}):\n{text}"
 )
 PARAPHRASE_PROMPT = (
     "Write {n} different ways to ask this question, one per line, nothing else:\n{question}"
@@ -23,7 +34,7 @@ PARAPHRASE_PROMPT = (
 REWRITE_PROMPT = "Rewrite the text below in different words, keeping every fact, name, number and date.\n\n{text}"
 SUMMARY_PROMPT = "Summarise the text below in a few sentences, keeping names, numbers and dates.\n\n{text}"
 
-_QA = re.compile(r"^\s*Q\s*[:.]\s*(.+?)\s*\n\s*A\s*[:.]\s*(.+?)\s*$", re.MULTILINE)
+_LINE = re.compile(r"^\s*(?:\d+[.)]\s*|[-*]\s*)?(Q|A)\s*[:.]\s*(.*?)\s*$")
 
 
 def call_llm(llm: Any, prompt: str) -> str:
@@ -42,8 +53,27 @@ def call_llm(llm: Any, prompt: str) -> str:
     return text
 
 
+def parse_questions(text: str) -> list[tuple[list[str], str]]:
+    """``Q:`` lines over an ``A:`` line -> (the phrasings, the answer) per fact; other lines are ignored."""
+    out: list[tuple[list[str], str]] = []
+    qs: list[str] = []
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        if m is None:
+            continue
+        if m.group(1) == "Q":
+            if m.group(2):
+                qs.append(m.group(2))
+        else:
+            if qs and m.group(2):
+                out.append((qs, m.group(2)))
+            qs = []
+    return out
+
+
 def parse_qa(text: str) -> list[tuple[str, str]]:
-    return [(q.strip(), a.strip()) for q, a in _QA.findall(text) if q.strip() and a.strip()]
+    """Every (question, answer) pair of a reply, each phrasing its own pair."""
+    return [(q, a) for qs, a in parse_questions(text) for q in qs]
 
 
 class LLMSynthesizer:
@@ -62,10 +92,17 @@ class LLMSynthesizer:
             raise TypeError(f"expected Fact or Document, got {type(item).__name__}")
         doc, out = item, []
         source = doc.title or "untitled"
-        # QA pairs are always generated: trained on with format qa, otherwise only used to measure recall.
-        pairs = parse_qa(call_llm(self.llm, QA_PROMPT.format(n=self.questions_per_item, source=source, text=doc.text)))
-        fmt = "qa" if "qa" in config.formats else "probe"
-        out += [Example(doc.id, fmt, q, a, probe=(i % 2 == 0)) for i, (q, a) in enumerate(pairs)]
+        # Questions are always generated: trained on with format qa, otherwise only used to measure recall.
+        n = config.wh_questions
+        prompt = QA_PROMPT.format(n=self.questions_per_item, k=n + 1 if n else 1, source=source, text=doc.text)
+        rng = random.Random(f"{config.seed}:wh:{doc.id}")
+        qa = "qa" in config.formats
+        for qs, a in parse_questions(call_llm(self.llm, prompt)):
+            held = qs.pop(rng.randrange(len(qs))) if n and len(qs) >= 2 else None
+            for i, q in enumerate(qs[: max(1, n)] if qa else qs[:1]):
+                out.append(Example(doc.id, "qa" if qa else "probe", q, a, probe=(i == 0)))
+            if held is not None:
+                out.append(Example(doc.id, "heldout", held, a))
         if "original" in config.formats:
             out.append(Example(doc.id, "original", None, doc.text.strip()))
         if "rewrite" in config.formats:
