@@ -121,3 +121,28 @@ def test_recalled_items_are_mostly_skipped_in_the_next_pass(tiny_model_dir, monk
     assert batches[0] == set(range(len(examples)))  # before the first check: every example
     assert all(b == {0} for b in batches[1:])  # after it: only the item not recalled (example 0 is facts[0]'s)
     assert result.recalled == {f.id for f in facts[1:]}
+
+
+def test_an_update_of_values_trains_warm_and_a_forget_rebuilds_fresh(tmp_path, tiny_model_dir, facts, monkeypatch):
+    from loramem import writing
+
+    mem = _open(tmp_path, tiny_model_dir, replay_items=2)
+    mem.write(facts, namespace="people")
+    calls: list[tuple[bool, list[str]]] = []
+    real = writing.write_module
+
+    def spy(rt, namespace, a, new_examples, tcfg, scfg, **kw):  # type: ignore[no-untyped-def]
+        calls.append((kw.get("fresh", False), [e.prompt for e in new_examples]))
+        return real(rt, namespace, a, new_examples, tcfg, scfg, **kw)
+
+    monkeypatch.setattr("loramem.edits.write_module", spy)
+    old_prompts = {e.prompt for e in mem.store.examples("people", [facts[1].id]) if e.trained}
+    report = mem.update(Fact(NAMES[1], "favourite colour", "black"), namespace="people")
+    (fresh, prompts), = calls
+    assert not fresh and report.details["replay"]["bounded"]  # warm, from the current version, a bounded replay
+    assert old_prompts <= set(prompts)  # every question the old value was trained on now has the new value
+    assert report.details["verify"]["passed"] and report.details["verify"]["removed_recall"] == 0.0
+    assert mem.ask(facts[1].canonical_question, "people").text == "black"
+    calls.clear()
+    mem.forget(facts[2].id, namespace="people")
+    assert calls[0][0] is True  # a plain forget: fresh weights, so nothing of the item is carried over

@@ -67,6 +67,7 @@ def run(runner: Runner, results: dict[str, Any]) -> None:
                "epochs": round(report.epochs, 2), "seconds": round(report.seconds, 2),
                "train_seconds": round(report.timings.get("train", 0.0), 2),
                "check_seconds": round(report.timings.get("recall_checks", 0.0), 2),
+               "preserve_seconds": round(report.timings.get("preserve_setup", 0.0), 2),
                "tokens_per_second": round(report.tokens_per_second, 1), "matmul_gflops": round(rate, 1),
                "write_recall": round(report.recall, 4), "reached_target": report.reached_target,
                "recall": round(sum(hits[: len(gold)]) / len(gold), 4),

@@ -1,10 +1,12 @@
 """Edits: delete and change single items, rebuilding only the modules that hold them, and prove it.
 
-``forget`` and ``update`` find the modules holding the removed items, rebuild each from fresh weights
-(training from the old version would carry a removed item over) from the items it keeps plus any new value,
-commit new versions, and with ``verify`` measure the result on the new versions: the removed items' recall
-next to the bare model's, the kept items' recall and the new values' recall. An item id is a content id the
-store knows, so its namespace is found when none is given. Layer 4: over the runtime and ``writing``.
+``forget`` and ``update`` find the modules holding the removed items and give each a new version holding the
+items it keeps plus any new value, then with ``verify`` measure the result on the new versions: the removed
+items' recall next to the bare model's, the kept items' recall and the new values' recall. A module is rebuilt
+from fresh weights (training from the old version would carry a removed item over), except where an update
+only gives facts new values (``value_change``): that trains warm from the current version, on the new values
+asked every question the old values were, with a bounded replay sample (``TrainConfig.replay_items``), as a
+write does. An item id is a content id the store knows, so its namespace is found when none is given. Layer 4: over the runtime and ``writing``.
 """
 
 from __future__ import annotations
@@ -152,7 +154,12 @@ def _replace(rt: Runtime, namespace: str, removed: set[str], added: list[Added],
             store.drop_module(info.module_id)
             _unload(rt.pool, rt.routers, info.module_id)
             continue
-        reports.append(_rebuild(rt, info, namespace, keep, sorted(removed), extra))
+        olds = {it.id: it for it in store.items(namespace, sorted(removed & holders[info.module_id]))}
+        warm = value_change(olds, extra)
+        if warm:
+            extra = [(it, ex + retargeted(it, [e for e in removed_examples if e.item_id in old], ex), old)
+                     for it, ex, old in extra]
+        reports.append(_rebuild(rt, info, namespace, keep, sorted(removed), extra, warm=warm))
     homeless = [a for a in added if a[0].id not in placed]
     if homeless:  # the old item was kept but in no module (its module was dropped): the planner places it
         new_items = [it for it, _, _ in homeless]
@@ -171,14 +178,45 @@ def _replace(rt: Runtime, namespace: str, removed: set[str], added: list[Added],
 
 
 def _rebuild(rt: Runtime, info: ModuleInfo, namespace: str, keep: list[str], removed: list[str],
-             added: list[Added]) -> WriteReport:
+             added: list[Added], *, warm: bool = False) -> WriteReport:
     spec = LoraSpec.from_dict(info.lora_spec)
-    a = Assignment(info, info.module_id, spec, [it for it, _, _ in added], f"rebuild without {len(removed)} item(s)")
+    why = f"{'warm update of' if warm else 'rebuild without'} {len(removed)} item(s)"
+    a = Assignment(info, info.module_id, spec, [it for it, _, _ in added], why)
     new_examples = [e for _, ex, _ in added for e in ex]
-    # Fresh weights: training from the old version would carry the removed items over. An update (new values)
-    # is an edit: its neighbours keep the base model's answers (the preservation term, TrainConfig.kl_weight).
+    # Fresh weights, unless every removed item is a fact whose new value is trained on every question the old
+    # one was (``value_change``): training from the old version would carry a plainly removed item over. An
+    # update (new values) is an edit: its neighbours keep the base model's answers (TrainConfig.kl_weight).
     return write_module(rt, namespace, a, new_examples, rt.settings.train, rt.settings.synth,
-                        fresh=True, keep=keep, removed=removed, edit=bool(added))
+                        fresh=not warm, keep=keep, removed=removed, edit=bool(added))
+
+
+def value_change(olds: dict[str, Item], added: list[Added]) -> bool:
+    """Whether a module's edit is only new values of facts it holds: every removed item a Fact replaced by a
+    Fact of the same key (subject, relation, question). Then a warm start is sound: the new value is trained on
+    every question the old value was (``retargeted``), so no question keeps the old answer, and ``verify``
+    still measures the old probes against the bare model. A plain forget (nothing replaces the item) or a
+    replacement of another key needs fresh weights."""
+    if not olds or not added:
+        return False
+    covered: set[str] = set()
+    for new, _, old_ids in added:
+        for old_id in old_ids & set(olds):
+            if not (isinstance(new, Fact) and isinstance(olds[old_id], Fact) and same_key(olds[old_id], new)):
+                return False
+            covered.add(old_id)
+    return covered == set(olds)
+
+
+def retargeted(new: Item, old_examples: list[Example], new_examples: list[Example]) -> list[Example]:
+    """The old value's bare questions the new value's own examples do not ask, answered with the new value."""
+    assert isinstance(new, Fact)
+    asked = {e.prompt for e in new_examples if e.context is None}
+    out, seen = [], set(asked)
+    for e in old_examples:
+        if e.trained and e.prompt is not None and e.context is None and e.prompt not in seen:
+            seen.add(e.prompt)
+            out.append(Example(new.id, e.format, e.prompt, new.canonical_answer))
+    return out
 
 
 def _verify(rt: Runtime, reports: list[WriteReport], removed_examples: list[Example],
