@@ -242,7 +242,7 @@ class WriteRecipesOptions:
 
         _expect(isinstance(self.recipes, dict) and len(self.recipes) >= 1, "recipes",
                 "a non-empty object of name -> overrides", self.recipes)
-        sections = {"train": TrainConfig, "lora": LoraSpec, "synth": SynthConfig}
+        sections: dict[str, Any] = {"train": TrainConfig, "lora": LoraSpec, "synth": SynthConfig}
         for name, over in self.recipes.items():
             _expect(isinstance(over, dict) and set(over) <= set(sections), f"recipes.{name}",
                     f"an object with any of {sorted(sections)}", over)

@@ -61,7 +61,7 @@ def run(runner: Runner, results: dict[str, Any]) -> None:
         tables(point)
         runner.save(results)
 
-    kw = {"split": False, "lora": exp.lora, "synth": exp.synth}
+    kw: dict[str, Any] = {"split": False, "lora": exp.lora, "synth": exp.synth}
     full = mem.write(facts, namespace="inc", module="inc.m", train=exp.train, **kw)
     point["full"] = _row(full, recall=recall(facts, "inc"))
     log("full", point["full"])

@@ -336,6 +336,7 @@ def train(
     bar = tqdm(total=config.max_steps, desc=desc, unit="step", disable=not config.progress, leave=False)
     model.train()
     epoch = 0
+    checked_at = -1  # tokens trained at the last per-pass check (-1: none yet)
     try:
         while steps < config.max_steps and not reached:
             rows = pack(enc, this_pass(), config.seq_len)
@@ -374,7 +375,11 @@ def train(
                 if reached or steps >= config.max_steps:
                     break
             epoch += 1
-            if not config.eval_every and not reached and epoch >= config.min_epochs:
+            # Once per pass; a schedule's passes shrink as items are recalled, so it checks once per full set's
+            # worth of tokens instead (a check costs a forward pass over every probe, more than a short pass).
+            due = tokens - checked_at >= epoch_tokens or config.recalled_replay >= 1.0 or checked_at < 0
+            if not config.eval_every and not reached and epoch >= config.min_epochs and due:
+                checked_at = tokens
                 recall = check()
                 history[-1]["recall"] = recall
                 reached = recall >= config.target_recall
