@@ -39,7 +39,7 @@ def test_a_small_write_replays_a_bounded_sample_and_checks_every_held_item(tmp_p
     full = _open(tmp_path / "full", tiny_model_dir)
     full.write(facts[:5], namespace="people")
     assert full.write(facts[5:], namespace="people").details["replay"] == {
-        "held": 5, "replayed": 5, "bounded": False, "repair_rounds": 0, "slipped": 0, "check_seconds": 0.0}
+        "held": 5, "replayed": 5, "bounded": False, "repair_rounds": 0, "full_round": False, "slipped": 0, "check_seconds": 0.0}
 
 
 def test_items_that_slip_are_trained_again(tmp_path, tiny_model_dir, facts, monkeypatch):
@@ -79,6 +79,46 @@ def test_items_that_slip_are_trained_again(tmp_path, tiny_model_dir, facts, monk
     assert first_held in rounds[1] and new_id in rounds[1]  # the repair trains what slipped, with the new item
     assert report.details["replay"]["repair_rounds"] == 1
     assert report.reached_target and report.slipped == []
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_when_repairs_run_out_one_last_round_replays_every_item(tmp_path, tiny_model_dir, facts, monkeypatch, fallback):
+    _open(tmp_path, tiny_model_dir).write(facts[:5], namespace="people")
+    # Reopened with a small step cap: the stuck item below never comes back, so every round runs to the cap.
+    mem = _open(tmp_path, tiny_model_dir, replay_items=1, repair_rounds=1, full_fallback=fallback, max_steps=12)
+    stuck = sorted(it.id for it in mem.items("people"))[0]
+    rounds: list[set[str]] = []
+    real_train, real_recall = train_mod.train, train_mod.exact_recall
+
+    def spy_train(model, prompt, examples, config, **kw):  # type: ignore[no-untyped-def]
+        rounds.append({e.item_id for e in examples})
+        return real_train(model, prompt, examples, config, **kw)
+
+    def fake_recall(model, encoded, *args):  # type: ignore[no-untyped-def]
+        if len(encoded) != 6:
+            return real_recall(model, encoded, *args)
+        return [e.item_id != stuck for e in probes_seen[-1]]  # one held item never comes back
+
+    probes_seen: list[list[Example]] = []
+    real_encode = train_mod.encode_all
+
+    def spy_encode(examples, *args):  # type: ignore[no-untyped-def]
+        probes_seen.append(list(examples))
+        return real_encode(examples, *args)
+
+    monkeypatch.setattr(train_mod, "train", spy_train)
+    monkeypatch.setattr(train_mod, "exact_recall", fake_recall)
+    monkeypatch.setattr(train_mod, "encode_all", spy_encode)
+    with pytest.warns(RuntimeWarning, match="below target_recall"):
+        report = mem.write(facts[5:], namespace="people")
+    everything = {it.id for it in mem.items("people")}
+    replay = report.details["replay"]
+    assert replay["repair_rounds"] == 1 and replay["full_round"] is fallback
+    if fallback:  # first round, one repair, then every item: what replay_items=None would have trained
+        assert len(rounds) == 3 and len(rounds[0]) == len(rounds[1]) - 1 == 2 and rounds[2] == everything
+    else:
+        assert len(rounds) == 2
+    assert report.slipped == [stuck] and not report.reached_target
 
 
 def test_a_write_below_target_commits_with_a_warning_naming_what_slipped(tmp_path, tiny_model_dir, facts):

@@ -236,6 +236,10 @@ class TrainConfig(_Config):
         "Incremental writes: rounds of training on the held items that slipped (with the new items and a fresh "
         "replay sample) before the version commits; a version still below target_recall commits with a warning "
         "naming them (WriteReport.slipped).", default=2)
+    full_fallback: bool = _help(
+        "Incremental writes: when the repair rounds leave items below target_recall, one last round replays every "
+        "held item (what replay_items=None trains), so a bounded write never commits less than a full one would "
+        "have reached; False commits after the repairs, with the warning.", default=True)
     seed: int = _help("Seed for adapter init and data order: the same seed gives the same module.", default=0)
     progress: bool = _help("Show a progress bar.", default=True)
     kl_weight: float | None = _help(

@@ -128,7 +128,7 @@ def write_module(
         spec = LoraSpec.from_dict(info.lora_spec)  # a module keeps the spec it was created with
     warm = info is not None and spec.init != "pissa" and not fresh
     prev_state = store.load_adapter(info)[1] if warm and info is not None else None
-    incremental = Incremental(rt, tcfg, held, examples, new_examples, module_id, bounded=warm)
+    incremental = Incremental(rt, tcfg, held, examples, new_examples, bounded=warm)
     with_context: dict[str, float] = {}
     t0 = time.perf_counter()
     tcfg, prompts, why = preservation(rt, namespace, a.items, held, examples, tcfg, edit, preserve)
@@ -215,21 +215,26 @@ class Incremental:
     (all of them when ``replay_items`` is None, the module is new, or ``bounded`` is False, as for a rebuild from
     fresh weights: then round 1 is the whole set and nothing else runs). After it, every held item is checked once (teacher-forced probes,
     one pass); while recall is below the target and ``repair_rounds`` are left, another round trains on the
-    items that slipped, the new items and a fresh replay sample. Training is warm (from the previous version),
-    so a small write into a big module costs what the new items and the sample cost, not the whole module.
+    items that slipped, the new items and a fresh replay sample. If the repairs leave items below the target (on
+    a small model, a few items can trade places round after round), ``full_fallback`` adds one last round on
+    every item, the full write's data. Training is warm (from the previous version), so a small write into a big
+    module costs what the new items and the sample cost, not the whole module.
     """
 
     def __init__(self, rt: Runtime, tcfg: TrainConfig, held: set[str], examples: list[Example],
-                 new_examples: list[Example], module_id: str, *, bounded: bool) -> None:
+                 new_examples: list[Example], *, bounded: bool) -> None:
         import random
 
         self.rt, self.tcfg, self.examples = rt, tcfg, examples
         self.held = sorted(held)
         self.new_ids = {e.item_id for e in new_examples}
-        self.rng = random.Random(f"{tcfg.seed}:{module_id}:{len(held)}")
+        # Seeded by what the version holds, not by the module id (random per store): the same write into the
+        # same items replays the same sample, so the same seed gives the same module.
+        self.rng = random.Random(f"{tcfg.seed}:replay:{','.join(self.held)}:{','.join(sorted(self.new_ids))}")
         n = tcfg.replay_items
         self.bounded = bounded and n is not None and len(self.held) > n
         self.rounds = 0
+        self.fell_back = False
         self.slipped: list[str] = []
         self.replayed = len(self.held)
         self.check_s = 0.0
@@ -263,14 +268,20 @@ class Incremental:
         self.recall = sum(hits) / len(hits) if hits else 1.0
         result.recall, result.reached_target = self.recall, self.recall >= self.tcfg.target_recall
         self.slipped = sorted({e.item_id for e, hit in zip(probes, hits) if not hit})
-        if result.reached_target or self.rounds >= self.tcfg.repair_rounds:
+        if result.reached_target or self.fell_back:
             return []
+        if self.rounds >= self.tcfg.repair_rounds:
+            if not self.tcfg.full_fallback:
+                return []
+            self.fell_back = True
+            return list(self.examples)
         self.rounds += 1
         return self._round(self.slipped)
 
     def summary(self) -> dict[str, Any]:
         return {"held": len(self.held), "replayed": self.replayed, "bounded": self.bounded,
-                "repair_rounds": self.rounds, "slipped": len(self.slipped), "check_seconds": round(self.check_s, 3)}
+                "repair_rounds": self.rounds, "full_round": self.fell_back, "slipped": len(self.slipped),
+                "check_seconds": round(self.check_s, 3)}
 
 
 def warn_below_target(module_id: str, recall: float, target: float, slipped: Sequence[str]) -> None:
