@@ -22,6 +22,9 @@ _LAZY = {
     "Answer": "types",
     "BaseModelMismatchError": "store",
     "CapacityModel": "capacity",
+    "ConsolidationError": "consolidator",
+    "ConsolidationPolicy": "consolidator",
+    "Consolidator": "consolidator",
     "CorruptModuleError": "store",
     "Document": "types",
     "Example": "types",
@@ -31,6 +34,8 @@ _LAZY = {
     "ModelConfig": "config",
     "ModuleInfo": "store",
     "ModuleStore": "store",
+    "PendingChangedError": "store",
+    "PendingItem": "pending",
     "PlanConfig": "config",
     "ReadConfig": "config",
     "Reader": "types",
@@ -51,7 +56,9 @@ if TYPE_CHECKING:
     from .calibration import calibrate
     from .capacity import CapacityModel
     from .config import LoraSpec, ModelConfig, PlanConfig, ReadConfig, SynthConfig, TrainConfig
+    from .consolidator import ConsolidationError, ConsolidationPolicy, Consolidator
     from .memory import KnowledgeMemory
+    from .pending import PendingItem
     from .readers import build_reader
     from .recall import Recollection
     from .store import (
@@ -59,6 +66,7 @@ if TYPE_CHECKING:
         CorruptModuleError,
         ModuleInfo,
         ModuleStore,
+        PendingChangedError,
         StoreBusyError,
         StoreError,
         StoreSchemaError,

@@ -319,6 +319,10 @@ class ReadConfig(_Config):
         "ask(context=...): 'stack' puts the context before the question with the module active; 'gate' "
         "answers closed-book and with the context in one batch and keeps the answer the model is surer of "
         "(mean log-likelihood per token; a tie goes to the context answer).", default="stack")
+    pending_k: int = _help("Short-term memory: pending (remembered, not yet consolidated) items most like the "
+                           "question put in its context; 0: reads ignore the buffer.", default=3)
+    pending_threshold: float = _help("Short-term memory: a pending item below this cosine similarity to the "
+                                     "question is left out of its context.", default=0.2)
     mixed_batches: bool = _help("Questions for different modules share one generation pass (peft adapter_names); "
                                 "off: one pass per module.", default=True)
     cache_mb: float = _help("Memory budget of loaded adapters (LRU); the least recently used are unloaded.",
@@ -334,6 +338,9 @@ class ReadConfig(_Config):
         _expect(self.compose in COMPOSE_MODES, "compose", f"one of {COMPOSE_MODES}", self.compose)
         _expect(self.combine in COMBINE_MODES, "combine", f"one of {COMBINE_MODES}", self.combine)
         _expect(self.cache_mb > 0, "cache_mb", "> 0", self.cache_mb)
+        _expect(self.pending_k >= 0, "pending_k", "an int >= 0", self.pending_k)
+        _expect(-1.0 <= self.pending_threshold <= 1.0, "pending_threshold", "a cosine similarity in [-1, 1]",
+                self.pending_threshold)
 
 
 @dataclass

@@ -4,47 +4,39 @@
     report = mem.write(facts_or_documents, namespace="contacts")
     answer = mem.ask("What is the phone number of Dr. Alma Vance?", namespace="contacts")
 
-The facade holds the lock and delegates: ``writing`` trains and commits module versions, ``edits`` forgets
-and updates single items, ``querying`` routes and generates, ``adapters`` keeps the loaded modules as named
-peft adapters on one shared base model. ``disabled()`` answers with the bare base model. Layer 5.
+The facade holds the locks and delegates: ``writing`` trains and commits module versions, ``edits`` forgets
+and updates single items, ``querying`` routes and generates, ``buffer`` keeps the short-term memory
+(``remember``, ``consolidate``), ``adapters`` keeps the loaded modules as named peft adapters on one shared base
+model. Reads wait at most for the training step in flight, never for a whole write (``loramem.locks``).
+``disabled()`` answers with the bare base model. Layer 5.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar, overload
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, overload
 
-from . import edits, querying, writing
+from . import buffer, edits, pending, querying, writing
 from .adapters import AdapterPool
 from .capacity import CapacityModel
 from .config import LoraSpec, ModelConfig, PlanConfig, ReadConfig, Settings, SynthConfig, TrainConfig
+from .consolidator import Consolidator
+from .locks import ModelLock, locked_read, locked_write
 from .recall import Recollection
 from .recall import recall as _recall
 from .route import Router, Routers
 from .runtime import Runtime
+from .shortterm import ShortTermMemory
 from .store import ModuleInfo, ModuleStore, check_namespace
-from .types import Answer, Document, Fact, Item, WriteReport
+from .types import Answer, Document, Fact, Item, WriteReport, as_items
 
 ModelArg = str | ModelConfig | tuple[Any, Any]
-F = TypeVar("F", bound=Callable[..., Any])
 
 _SHARED: dict[tuple[str, str], KnowledgeMemory] = {}
 _SHARED_LOCK = threading.Lock()
-
-
-def _locked(method: F) -> F:
-    """One call at a time per memory: reads and writes switch the shared model's active adapter."""
-
-    @functools.wraps(method)
-    def wrapper(self: KnowledgeMemory, *args: Any, **kwargs: Any) -> Any:
-        with self._lock:
-            return method(self, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _setting(name: str, doc: str) -> Any:
@@ -52,7 +44,7 @@ def _setting(name: str, doc: str) -> Any:
     return property(lambda self: getattr(self.settings, name), lambda self, v: setattr(self.settings, name, v), doc=doc)
 
 
-class KnowledgeMemory:
+class KnowledgeMemory(ShortTermMemory):
     """Parametric memory over a Hugging Face causal LM. Use ``KnowledgeMemory.open(path)``."""
 
     def __init__(
@@ -78,7 +70,9 @@ class KnowledgeMemory:
         self._rt: Runtime | None = None  # built when the model first loads
         self._routers = Routers(store, lambda: self.settings.read)
         self._capacity: CapacityModel | None | bool = False  # False: not looked up yet
-        self._lock = threading.RLock()
+        self._lock = ModelLock()
+        self._writer = threading.RLock()
+        self._consolidator: Consolidator | None = None
 
     @classmethod
     def shared(cls, path: str | os.PathLike[str], model: str = "smollm2-135m") -> KnowledgeMemory:
@@ -121,7 +115,7 @@ class KnowledgeMemory:
             with self._lock:
                 if self._rt is None:
                     self._rt = Runtime.load(self.store, self.model_config, self._given, self.settings, self._routers,
-                                            lambda: self.capacity)
+                                            lambda: self.capacity, self._lock)
         return self._rt
 
     @property
@@ -177,12 +171,12 @@ class KnowledgeMemory:
 
     # --- modules as adapters ---------------------------------------------------------------------------------
 
-    @_locked
+    @locked_read
     def load_module(self, info: ModuleInfo, pinned: set[str] | None = None) -> str:
         """Load a module version as a named adapter (from disk only on a cache miss); returns the adapter name."""
         return self.rt.pool.load(info, pinned)
 
-    @_locked
+    @locked_read
     def merged(self, infos: Sequence[ModuleInfo], method: str | None = None, pinned: set[str] | None = None) -> str:
         """Merge module versions into one adapter (see ``AdapterPool.merged``); cached by module set."""
         return self.rt.pool.merged(infos, method, pinned)
@@ -207,7 +201,7 @@ class KnowledgeMemory:
 
     # --- writing ---------------------------------------------------------------------------------------------
 
-    @_locked
+    @locked_write
     def write(
         self,
         items: Fact | Document | Iterable[Fact | Document],
@@ -256,7 +250,7 @@ class KnowledgeMemory:
         context: str | Sequence[str | None] | None = ..., max_new_tokens: int | None = ..., combine: str | None = ...,
     ) -> list[Answer]: ...
 
-    @_locked
+    @locked_read
     def ask(
         self,
         question: str | Sequence[str],
@@ -290,21 +284,21 @@ class KnowledgeMemory:
                                combine=combine)
         return answers[0] if single else answers
 
-    @_locked
+    @locked_read
     def which_modules(self, questions: Sequence[str], namespace: str | None = "default", *,
                       module: str | None = None) -> list[list[str]]:
         """The module ids that would answer each question, chosen as ``ask`` chooses them ([]: the bare model)."""
         selection, _ = querying.select(self.rt, list(questions), namespace, module)
         return [[info.module_id for info, _ in sel] for sel in selection]
 
-    @_locked
+    @locked_read
     def recall(self, query: str, k: int = 4, namespace: str | None = "default", *, module: str | None = None,
                max_new_tokens: int | None = None) -> list[Recollection]:
         """What the memory holds about ``query``: exactly ``k`` generated recollections (none for a namespace with
         no module yet), the query first, then the most similar items' stored questions (see ``loramem.recall``)."""
         return _recall(self, query, k, namespace, module=module, max_new_tokens=max_new_tokens)
 
-    @_locked
+    @locked_read
     def logprobs(
         self,
         questions: Sequence[str],
@@ -326,7 +320,7 @@ class KnowledgeMemory:
         return querying.logprobs(self.rt, questions, candidates, namespace, module=module, modules=modules,
                                  route=route, merge=merge, context=context, reduce=reduce)
 
-    @_locked
+    @locked_read
     def chat(
         self,
         conversations: Sequence[Sequence[dict[str, str]]],
@@ -342,7 +336,7 @@ class KnowledgeMemory:
         return querying.chat(self.rt, conversations, namespace, module=module, max_new_tokens=max_new_tokens,
                              stop=stop)
 
-    @_locked
+    @locked_read
     def complete(
         self,
         prompts: Sequence[str],
@@ -388,7 +382,6 @@ class KnowledgeMemory:
 
     # --- forgetting and updating -----------------------------------------------------------------------------
 
-    @_locked
     def forget(self, item_ids: str | Sequence[str], namespace: str | None = None, *,
                verify: bool = True) -> WriteReport | None:
         """Delete items: only the modules holding them are rebuilt, from the items they keep (new versions;
@@ -397,13 +390,23 @@ class KnowledgeMemory:
         versions, the deleted items' recall against the bare model's and the kept items' recall.
 
         ``namespace`` None: the namespace that keeps the items (an error lists the namespaces when an item
-        sits in several). Returns None when nothing remains to train (the modules are dropped).
+        sits in several). Pending items (``remember``) leave the buffer without training. Returns None when
+        nothing was trained (only pending items, or the modules are dropped).
         """
-        return edits.forget(self.rt, item_ids, namespace, verify)
+        ids = [item_ids] if isinstance(item_ids, str) else list(item_ids)
+        found = buffer.pending_ids(self.store, namespace, ids)
+        if len(found) > 1:
+            raise ValueError(f"items are pending in namespaces {sorted(found)}: pass namespace= to say which")
+        for ns, pids in found.items():
+            pending.drop(self.store, ns, pids)
+        rest = [i for i in ids if not any(i in p for p in found.values())]
+        if not rest and found:
+            return None
+        with self._writer, self._lock:
+            return edits.forget(self.rt, rest, namespace, verify)
 
     forget_items = forget  # loramem 0.1's name for deleting items (its forget(namespace) is forget_namespace)
 
-    @_locked
     def update(
         self,
         items: Fact | Document | Iterable[Fact | Document],
@@ -412,28 +415,39 @@ class KnowledgeMemory:
         replaces: str | Sequence[str] | None = None,
         verify: bool = True,
         synth: SynthConfig | None = None,
-    ) -> WriteReport:
+    ) -> WriteReport | None:
         """Change facts (or documents): each replaced item is deleted and the new one written in its place,
         rebuilding only the modules that held the old ones (one new version each, from fresh weights).
 
         An item replaces ``replaces`` (item ids; one item only), else the item with the same key: a fact with
         the same subject and relation (and question, if set), a document with the same title. ``namespace``
         None: the one namespace that holds what is replaced. With ``verify`` the report's ``details["verify"]``
-        measures the new values' recall and the old values' recall against the bare model's.
+        measures the new values' recall and the old values' recall against the bare model's. A new value of a
+        pending item replaces it in the buffer, untrained; then the report is None if nothing else changed.
         """
-        return edits.update(self.rt, items, namespace, replaces, verify, synth)
+        new_items = as_items(items)
+        if replaces is None:
+            ns, buffered = buffer.replaced_pending(self.store, new_items, namespace)
+            if buffered:
+                assert ns is not None
+                buffer.remember(self.store, buffered, ns)
+                new_items = [it for it in new_items if it not in buffered]
+                if not new_items:
+                    return None
+        with self._writer, self._lock:
+            return edits.update(self.rt, new_items, namespace, replaces, verify, synth)
 
-    @_locked
+    @locked_write
     def forget_namespace(self, namespace: str) -> list[str]:
         """Drop a namespace: its modules and the items kept for it. Returns the dropped module ids."""
         return edits.forget_namespace(self.store, self._rt.pool if self._rt else None, self._routers, namespace)
 
-    @_locked
+    @locked_write
     def drop(self, module_id: str) -> None:
         """Drop one module (its items stay kept and can be written again)."""
         edits.drop(self.store, self._rt.pool if self._rt else None, self._routers, module_id)
 
-    @_locked
+    @locked_write
     def gc(self) -> int:
         """Delete old module versions, leftovers of interrupted writes and the router keys of versions that are
         gone; returns the number of folders and files removed."""
@@ -441,6 +455,9 @@ class KnowledgeMemory:
             return len(self.store.gc()) + len(self._routers.gc())
 
     def close(self) -> None:
+        """Stop the consolidator (after the write in flight; pending items stay pending), close the store."""
+        if self._consolidator is not None:
+            self._consolidator.stop()
         self.store.close()
 
     def __enter__(self) -> KnowledgeMemory:

@@ -13,13 +13,13 @@ holds the lock around them. Layer 4: over the runtime, never the facade.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import compose
 from .compose import Selection
 from .config import ReadConfig
+from .locks import ModelLock
 from .runtime import Runtime
 from .store import ModuleInfo, check_namespace
 from .types import Answer
@@ -111,12 +111,31 @@ def ask(
     how, _ = compose.modes(rt.settings.read, combine, merge)
     contexts = per_question("context", context, len(questions))
     selection, routed = select(rt, questions, namespace, module, modules, route, top_k, threshold)
+    reader = "lora" + ("+context" if contexts is not None else "")
+    buffered = short_term(rt, questions, namespace if module is None and modules is None else None)
+    if any(ids for _, ids in buffered):  # the pending items most like each question, before any given context
+        given = contexts or [None] * len(questions)
+        contexts = ["\n".join(c for c in (b, g) if c) or None for (b, _), g in zip(buffered, given)]
+        reader += "+pending"
     texts = [rt.prompt.prompt(q, None if contexts is None else contexts[i]) for i, q in enumerate(questions)]
     closed = None
     if how == "gate" and contexts is not None:
         closed = [None if c is None else rt.prompt.prompt(q, None) for q, c in zip(questions, contexts)]
-    reader = "lora" + ("+context" if contexts is not None else "")
-    return _generate(rt, questions, texts, selection, routed, reader, max_new_tokens, merge, closed=closed)
+    answers = _generate(rt, questions, texts, selection, routed, reader, max_new_tokens, merge, closed=closed)
+    for answer, (_, ids) in zip(answers, buffered):
+        if ids:
+            answer.details["pending"] = ids
+    return answers
+
+
+def short_term(rt: Runtime, questions: list[str], namespace: str | None) -> list[tuple[str | None, list[str]]]:
+    """Per question, the namespace's pending items that answer it (``loramem.buffer``): (context, ids)."""
+    cfg = rt.settings.read
+    if namespace is None or cfg.pending_k == 0:
+        return [(None, []) for _ in questions]
+    from .buffer import contexts
+
+    return contexts(rt.store, questions, namespace, cfg.pending_k, cfg.pending_threshold)
 
 
 def chat(
@@ -233,7 +252,7 @@ def logprobs(
 
 def stream_chat(
     rt: Runtime,
-    lock: threading.RLock,
+    lock: ModelLock,
     conversation: Sequence[dict[str, str]],
     namespace: str | None,
     *,

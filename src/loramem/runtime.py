@@ -9,12 +9,13 @@ Layer 3.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .adapters import AdapterPool
 from .capacity import CapacityModel
 from .config import ModelConfig, Settings
+from .locks import ModelLock
 from .prompts import PromptFormat
 from .route import Routers
 from .store import ModuleStore
@@ -31,10 +32,13 @@ class Runtime:
     fingerprint: str  # of the base weights: modules are refused on any other base
     capacity: Callable[[], CapacityModel | None]  # the planner's capacity model (looked up lazily)
     base_params: int
+    # The facade's lock over the one model: a write hands it to waiting reads between training steps.
+    lock: ModelLock = field(default_factory=ModelLock)
 
     @classmethod
     def load(cls, store: ModuleStore, model: ModelConfig, given: tuple[Any, Any] | None, settings: Settings,
-             routers: Routers, capacity: Callable[[], CapacityModel | None]) -> Runtime:
+             routers: Routers, capacity: Callable[[], CapacityModel | None],
+             lock: ModelLock | None = None) -> Runtime:
         """Load the base model (``model``, or the ``given`` (model, tokenizer) pair) and build the rooms' state."""
         from . import models
 
@@ -42,4 +46,4 @@ class Runtime:
         fingerprint = models.fingerprint(base)
         pool = AdapterPool(base, store, fingerprint=fingerprint, model_name=model.name, read=lambda: settings.read)
         return cls(store, pool, PromptFormat(tok, model.system_prompt), routers, settings, model.name, fingerprint,
-                   capacity, models.count_params(base))
+                   capacity, models.count_params(base), lock or ModelLock())

@@ -2,7 +2,8 @@
 
 Layout of a store folder::
 
-    manifest.sqlite            modules, versions, items (text + synthesized examples), which items a version holds
+    manifest.sqlite            modules, versions, items (text + synthesized examples), which items a version holds,
+                               and the short-term buffer (``pending``: remembered items not in a module yet)
     modules/<module_id>/v<N>/  adapter_config.json + adapter_model.safetensors (loads with PeftModel.from_pretrained)
     tmp/                       versions being built; anything here is garbage from an interrupted write
     .write.lock                one writer at a time (other writers wait, then fail with StoreBusyError)
@@ -31,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from ._fs import fsync_dir, fsync_tree
-from .types import Document, Example, Fact, Item, item_from_dict
+from ._schema import PENDING_SCHEMA as _PENDING_SCHEMA
+from ._schema import SCHEMA as _SCHEMA
+from .types import Example, Fact, Item, item_from_dict
 
 SCHEMA_VERSION = 1
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -57,6 +60,10 @@ class CorruptModuleError(StoreError):
 
 class BaseModelMismatchError(StoreError, ValueError):
     pass
+
+
+class PendingChangedError(StoreError):
+    """A consolidation's items were forgotten or replaced while it trained: the version must not commit."""
 
 
 def check_namespace(namespace: str) -> str:
@@ -92,30 +99,6 @@ class ModuleInfo:
         return float(value) if value is not None else None
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS modules (
-    module_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, created_at REAL NOT NULL,
-    base_model TEXT NOT NULL, base_fingerprint TEXT NOT NULL, lora_spec TEXT NOT NULL,
-    active_version INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS modules_ns ON modules(namespace);
-CREATE TABLE IF NOT EXISTS versions (
-    module_id TEXT NOT NULL, version INTEGER NOT NULL, path TEXT NOT NULL, created_at REAL NOT NULL,
-    trainable_params INTEGER NOT NULL, knowledge_tokens INTEGER NOT NULL, recall REAL NOT NULL,
-    sha256 TEXT NOT NULL, report TEXT NOT NULL, PRIMARY KEY (module_id, version));
-CREATE TABLE IF NOT EXISTS items (
-    namespace TEXT NOT NULL, item_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
-    created_at REAL NOT NULL, PRIMARY KEY (namespace, item_id));
-CREATE TABLE IF NOT EXISTS examples (
-    namespace TEXT NOT NULL, item_id TEXT NOT NULL, idx INTEGER NOT NULL, format TEXT NOT NULL,
-    prompt TEXT, completion TEXT NOT NULL, probe INTEGER NOT NULL, context TEXT,
-    PRIMARY KEY (namespace, item_id, idx));
-CREATE TABLE IF NOT EXISTS version_items (
-    module_id TEXT NOT NULL, version INTEGER NOT NULL, item_id TEXT NOT NULL,
-    PRIMARY KEY (module_id, version, item_id));
-"""
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -138,6 +121,7 @@ class ModuleStore:
         # One connection, usable from any thread (frameworks call us from executor threads); the lock keeps a
         # transaction and the statements of other threads from interleaving.
         self._lock = threading.RLock()
+        self._writer: int | None = None  # the thread holding the writer lock
         self._db = sqlite3.connect(
             self.root / "manifest.sqlite", timeout=30.0, isolation_level=None, check_same_thread=False
         )
@@ -177,6 +161,9 @@ class ModuleStore:
             columns = {r[1] for r in db.execute("PRAGMA table_info(examples)").fetchall()}
             if "context" not in columns:
                 db.execute("ALTER TABLE examples ADD COLUMN context TEXT")
+            for statement in _PENDING_SCHEMA.split(";"):  # tables older stores lack (readers of v1 ignore them)
+                if statement.strip():
+                    db.execute(statement)
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -194,11 +181,23 @@ class ModuleStore:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction on the manifest (for the tables of ``loramem.pending``)."""
+        return self._tx()
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of one read statement on the manifest."""
+        return self._query(sql, args)
+
     @contextlib.contextmanager
     def write_lock(self, timeout: float | None = None) -> Iterator[None]:
-        """Hold the store's writer lock; another process's write waits up to ``timeout`` seconds, then fails."""
+        """Hold the store's writer lock; another process's write waits up to ``timeout`` seconds, then fails.
+        Re-entrant in the thread that holds it (a consolidation holds it around the writes it makes)."""
         from filelock import FileLock, Timeout
 
+        if self._writer == threading.get_ident():
+            yield
+            return
         lock = FileLock(str(self.root / ".write.lock"))
         wait = self.lock_timeout if timeout is None else timeout
         try:
@@ -208,10 +207,12 @@ class ModuleStore:
                 f"store {str(self.root)!r} is being written by another process; waited {wait:.0f}s "
                 "(pass lock_timeout= to wait longer)"
             ) from None
+        self._writer = threading.get_ident()
         try:
             self._clean_tmp()
             yield
         finally:
+            self._writer = None
             lock.release()
 
     def _clean_tmp(self) -> None:
@@ -254,7 +255,8 @@ class ModuleStore:
         raise KeyError(f"no module {module_id!r} in store {str(self.root)!r}")
 
     def namespaces(self) -> list[str]:
-        rows = self._query("SELECT DISTINCT namespace FROM items UNION SELECT namespace FROM modules")
+        rows = self._query("SELECT DISTINCT namespace FROM items UNION SELECT namespace FROM modules "
+                           "UNION SELECT namespace FROM pending WHERE dropped=0")
         return sorted(r[0] for r in rows)
 
     def items(self, namespace: str | None, item_ids: Sequence[str] | None = None) -> list[Item]:
@@ -402,6 +404,16 @@ class ModuleStore:
             db.executemany(
                 "INSERT INTO version_items VALUES (?,?,?)", [(module_id, version, i) for i in held_item_ids]
             )
+            # Consolidation: the items this version now holds leave the short-term buffer in the same
+            # transaction, so a remembered item is pending or held, never both, never neither.
+            keys = [(namespace, i) for i in held_item_ids]
+            dropped = [i for ns, i in keys if db.execute(
+                "SELECT 1 FROM pending WHERE namespace=? AND item_id=? AND dropped=1", (ns, i)).fetchone()]
+            if dropped:
+                raise PendingChangedError(
+                    f"module {module_id}: item(s) {dropped[:5]} were forgotten or replaced while this version "
+                    "trained; it is not committed (consolidate again)")
+            db.executemany("DELETE FROM pending WHERE namespace=? AND item_id=?", keys)
         return version
 
     def forget_namespace(self, namespace: str) -> list[str]:
@@ -412,6 +424,8 @@ class ModuleStore:
                 self._drop_rows(db, mid)
             db.execute("DELETE FROM items WHERE namespace=?", (namespace,))
             db.execute("DELETE FROM examples WHERE namespace=?", (namespace,))
+            db.execute("UPDATE pending SET dropped=1 WHERE namespace=? AND claim IS NOT NULL", (namespace,))
+            db.execute("DELETE FROM pending WHERE namespace=? AND claim IS NULL", (namespace,))
         for mid in ids:
             shutil.rmtree(self.root / "modules" / mid, ignore_errors=True)
         return ids
@@ -456,10 +470,3 @@ class ModuleStore:
                     db.execute("DELETE FROM version_items WHERE module_id=? AND version=?", (module_id, version))
         return removed
 
-
-def describe_item(item: Item) -> str:
-    if isinstance(item, Fact):
-        return f"{item.subject} | {item.relation} | {item.object}"
-    assert isinstance(item, Document)
-    head = " ".join(item.text.split())[:60]
-    return f"{item.title + ': ' if item.title else ''}{head}"

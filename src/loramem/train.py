@@ -264,8 +264,12 @@ def train(
     adapter_name: str,
     desc: str = "write",
     preserve: Sequence[str] = (),
+    between: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train the active adapter ``adapter_name`` of a PeftModel on ``examples`` until recall or the step cap.
+
+    ``between()`` runs after every optimizer step, with no graph alive: where a write lets reads use the model
+    (it must leave the adapter active and the model in train mode again when it returns).
 
     With ``config.kl_weight`` > 0 and ``preserve`` prompts, each step adds lambda x KL(base || adapted) on
     ``kl_prompts_per_step`` of them (see the module docstring); ``kl_weight`` None counts as 0 here (the
@@ -361,6 +365,8 @@ def train(
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 train_s += time.perf_counter() - t0
+                if between is not None:
+                    between()
                 steps += 1
                 tokens += batch.real_tokens
                 padded += batch.input_ids.numel() - batch.real_tokens

@@ -410,17 +410,30 @@ def train_adapter(
             set_peft_model_state_dict(pool.peft, prev_state, adapter_name=name)
         initial = get_peft_model_state_dict(pool.peft, adapter_name=name) if snapshot is not None else None
         initial = {k: v.clone() for k, v in initial.items()} if initial else None
-        pool.peft.set_adapter(name)
-        trainable = 0
-        for pname, p in pool.peft.named_parameters():
-            mine = f".{name}." in pname or pname.endswith(f".{name}")
-            p.requires_grad_(mine)
-            trainable += p.numel() if mine else 0
+
+        def activate() -> int:
+            pool.peft.set_adapter(name)
+            trainable = 0
+            for pname, p in pool.peft.named_parameters():
+                mine = f".{name}." in pname or pname.endswith(f".{name}")
+                p.requires_grad_(mine)
+                trainable += p.numel() if mine else 0
+            return trainable
+
+        def between() -> None:
+            # Reads waiting for the model run here, between two steps (not while PiSSA has the base weights
+            # rewritten); they switch adapters and modes, so the training adapter is made active again.
+            if rt.lock.handover():
+                activate()
+                pool.peft.train()
+
+        trainable = activate()
+        hand = between if snapshot is None else None
         result = train(pool.peft, rt.prompt, examples, tcfg, adapter_name=name, desc=f"write {module_id}",
-                       preserve=preserve)
+                       preserve=preserve, between=hand)
         while more is not None and (again := more(pool.peft, result)):
             result = result.then(train(pool.peft, rt.prompt, again, tcfg, adapter_name=name,
-                                       desc=f"repair {module_id}", preserve=preserve))
+                                       desc=f"repair {module_id}", preserve=preserve, between=hand))
         if after is not None:
             after(pool.peft)
         state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(pool.peft, adapter_name=name).items()}
