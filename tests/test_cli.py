@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -93,3 +94,27 @@ def test_help_has_quick_start(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "quick start" in capsys.readouterr().out
+
+
+def test_cli_remember_then_consolidate(tmp_path, tiny_model_dir, capsys):
+    """remember trains nothing and loads no model; ls shows the buffer; consolidate empties it into a module."""
+    from loramem.pending import set_state
+    from loramem.store import ModuleStore
+
+    store = str(tmp_path / "mem")
+    facts = _facts_file(tmp_path / "f.jsonl", [("Alma", "blue")])
+    assert main(["remember", "--store", store, "-n", "notes", "Bram lives in Oslo.", "--file", facts]) == 0
+    ids = capsys.readouterr().out.split()
+    assert len(ids) == 2 and ids[0].startswith("doc-") and ids[1].startswith("fact-")
+    assert main(["ls", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert "pending  notes" in out and "2 item(s)" in out and "no modules" in out
+    set_state(ModuleStore(store), "idle", {"namespace": None})  # a consolidator's heartbeat, from this process
+    assert main(["ls", "--store", store]) == 0
+    assert f"consolidator: idle (pid {os.getpid()}" in capsys.readouterr().out
+    assert main(["consolidate", "--store", store, "--model", str(tiny_model_dir), "--max-steps", "300"]) in (0, 3)
+    assert "2 new item(s)" in capsys.readouterr().out
+    s = ModuleStore(store)
+    assert s.query("SELECT COUNT(*) FROM pending")[0][0] == 0 and s.modules("notes")[0].items == 2
+    assert main(["consolidate", "--store", store, "--model", str(tiny_model_dir)]) == 0
+    assert "nothing pending" in capsys.readouterr().out

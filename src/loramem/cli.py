@@ -1,4 +1,4 @@
-"""The ``loramem`` command: write, ask, ls, forget, demo."""
+"""The ``loramem`` command: write, remember, consolidate, ask, ls, forget, update, calibrate, demo."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from .types import Document, Item, item_from_dict
 EPILOG = """quick start:
   loramem demo                                      # 100 PhoneBook entries on the embedded model
   loramem write --store ./mem -n contacts facts.jsonl
+  loramem remember --store ./mem -n notes "Alma's cat is called Miso."   # milliseconds; answerable at once
+  loramem consolidate --store ./mem --watch --max-items 16             # train the buffer into modules
   loramem ask   --store ./mem -n contacts "What is the phone number of Dr. Alma Vance?"
   loramem ls    --store ./mem
   loramem forget --store ./mem -n contacts
@@ -85,6 +87,55 @@ def cmd_write(args: argparse.Namespace) -> int:
     return 0 if report.reached_target else 3
 
 
+def cmd_remember(args: argparse.Namespace) -> int:
+    items: list[Item] = [Document(text=t) for t in args.texts]
+    for f in args.file or ():
+        items += read_items(f)
+    if not items:
+        raise InputError("give memories as arguments or with --file")
+    from .buffer import remember
+    from .store import ModuleStore
+
+    store = ModuleStore(args.store)  # no model: remembering trains nothing
+    ids = remember(store, items, args.namespace)
+    for i in ids:
+        print(i)
+    return 0
+
+
+def cmd_consolidate(args: argparse.Namespace) -> int:
+    mem = _open(args)
+    if not args.watch:
+        reports = mem.consolidate(args.namespace)
+        for r in reports:
+            print(r.summary())
+        if not reports:
+            print("nothing pending")
+        return 0 if all(r.reached_target for r in reports) else 3
+    import logging
+    import time
+
+    from .consolidator import ConsolidationPolicy
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    policy = ConsolidationPolicy(max_items=args.max_items, max_tokens=args.max_tokens, max_age_s=args.max_age,
+                                 namespaces=None if args.namespace is None else (args.namespace,))
+    worker = mem.start_consolidator(policy)
+    print(f"consolidating {args.store} by {policy.to_dict()} (Ctrl-C stops after the write in flight)", flush=True)
+    seen = 0
+    try:
+        while worker.running:
+            time.sleep(1.0)
+            for r in worker.reports[seen:]:
+                print(r.summary(), flush=True)
+            seen = len(worker.reports)
+    except KeyboardInterrupt:
+        print("stopping after the write in flight ...", file=sys.stderr, flush=True)
+    finally:
+        worker.stop()
+    return 0
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     questions = list(args.questions)
     if args.file:
@@ -103,10 +154,18 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from . import pending
     from .store import ModuleStore
 
     store = ModuleStore(args.store)
     infos = store.modules(args.namespace)
+    buffered = {ns: s for ns, s in pending.stats(store).items() if args.namespace in (None, ns)}
+    for ns, s in buffered.items():
+        print(f"pending  {ns:<16} {s['items']:>5} item(s), ~{s['tokens']} tokens, oldest {s['oldest_s']:.0f}s ago")
+    worker = pending.get_state(store)
+    if worker is not None:
+        print(f"consolidator: {worker['state']} (pid {worker['pid']} on {worker['host']}, "
+              f"{worker['age_s']:.0f}s ago{', ' + str(worker['detail']['namespace']) if worker['detail'].get('namespace') else ''})")
     if not infos:
         print("no modules")
         return 0
@@ -207,6 +266,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", type=int, help="LoRA rank for a new module")
     p.add_argument("--max-steps", type=int, help="training step cap")
     p.set_defaults(func=cmd_write)
+
+    p = sub.add_parser("remember", help="keep memories in the short-term buffer (no training; answerable at once)")
+    p.add_argument("--store", default="./mem", help="store folder (default ./mem)")
+    p.add_argument("-n", "--namespace", default="default", help="namespace (default 'default')")
+    p.add_argument("texts", nargs="*", help="memories, each one document")
+    p.add_argument("--file", action="append", help=".jsonl/.txt file of items (repeatable)")
+    p.set_defaults(func=cmd_remember)
+
+    p = sub.add_parser("consolidate", help="train the pending items into modules (now, or --watch by a policy)")
+    common(p, namespace=False)
+    p.add_argument("-n", "--namespace", default=None, help="one namespace (default: every namespace with items pending)")
+    p.add_argument("--max-steps", type=int, help="training step cap")
+    p.add_argument("--watch", action="store_true", help="keep running: consolidate whenever a policy trigger fires")
+    p.add_argument("--max-items", type=int, default=16, help="--watch: pending items that trigger a namespace")
+    p.add_argument("--max-tokens", type=int, default=None, help="--watch: pending tokens that trigger it")
+    p.add_argument("--max-age", type=float, default=600.0, help="--watch: seconds the oldest item may wait")
+    p.set_defaults(func=cmd_consolidate)
 
     p = sub.add_parser("ask", help="ask questions (batched)")
     common(p)

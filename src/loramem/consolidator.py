@@ -39,6 +39,7 @@ class ConsolidationPolicy(_Config):
     max_tokens: int | None = _help("... or once its pending items reach this many (estimated) tokens.",
                                    default=None)
     max_age_s: float | None = _help("... or once its oldest pending item is this old, in seconds.", default=600.0)
+    namespaces: tuple[str, ...] | None = _help("Only these namespaces (None: every namespace).", default=None)
     poll_s: float = _help("How often the thread looks at the buffer, in seconds.", default=1.0)
     retry_s: float = _help("First retry of a failed consolidation after this many seconds (then doubling).",
                            default=5.0)
@@ -54,10 +55,10 @@ class ConsolidationPolicy(_Config):
 
     def due(self, stats: dict[str, dict[str, float]]) -> list[str]:
         """The namespaces whose pending items meet a trigger (``stats``: ``loramem.pending.stats``)."""
-        return [ns for ns, s in stats.items() if
+        return [ns for ns, s in stats.items() if (self.namespaces is None or ns in self.namespaces) and (
                 (self.max_items is not None and s["items"] >= self.max_items)
                 or (self.max_tokens is not None and s["tokens"] >= self.max_tokens)
-                or (self.max_age_s is not None and s["oldest_s"] >= self.max_age_s)]
+                or (self.max_age_s is not None and s["oldest_s"] >= self.max_age_s))]
 
 
 class Consolidator:
@@ -153,7 +154,8 @@ class Consolidator:
                     flushing, self._flush_error = self._flushes, None
                 now = time.time()
                 stats = self._stats()
-                due = sorted(stats) if flushing else [
+                mine = [ns for ns in sorted(stats) if self.policy.namespaces is None or ns in self.policy.namespaces]
+                due = mine if flushing else [
                     ns for ns in self.policy.due(stats) if self._retry_at.get(ns, 0.0) <= now]
                 for ns in due:
                     if self._stopping.is_set():

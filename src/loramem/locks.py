@@ -62,6 +62,11 @@ class ModelLock:
         self.release()
 
     @property
+    def held(self) -> bool:
+        """Whether some thread holds the lock now."""
+        return self._owner is not None
+
+    @property
     def waiting(self) -> int:
         with self._state:
             return self._waiting
