@@ -10,6 +10,7 @@ An ``Experiment`` names a model, a ``kind`` of experiment and its settings:
   examples, same steps (``WriteThroughputOptions``);
 - ``natural_questions``: the shipped one-sentence memories written as documents and asked in a person's words
   (``NaturalQuestionsOptions``).
+- ``short_term``: remember latency, and reads during a background consolidation (``ShortTermOptions``).
 
 Every section is a dataclass validated in ``__post_init__`` ("<key>: expected X, got Y"); ``to_dict`` and
 ``from_dict`` round-trip through JSON. Nothing here loads a model.
@@ -33,7 +34,7 @@ from loramem.config import MERGE_METHODS, LoraSpec, ReadConfig, SynthConfig, Tra
 CONFIGS = Path(__file__).resolve().parent / "configs"
 ALL_READERS: tuple[str, ...] = ("base", "icl", "rag", "lora", "lora+rag", "lora+icl")
 KINDS: tuple[str, ...] = ("readers", "modules", "write_throughput", "write_recipes", "incremental",
-                          "natural_questions")
+                          "natural_questions", "short_term")
 # Grid keys that cannot vary inside one run: the model loads once, and the rest describe the run itself.
 FIXED_KEYS = ("name", "model", "kind", "options", "grid", "judge", "notes")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -280,10 +281,43 @@ class IncrementalOptions:
         return cls(**data)
 
 
+@dataclass
+class ShortTermOptions:
+    """The ``short_term`` experiment: ``remembers`` shipped memories remembered one at a time (``target_p95_s``:
+    the p95 a remember must stay under, issue 12: 1 s); then ``initial`` PhoneBook entries written, ``idle_reads``
+    asked idle, ``task.size`` more remembered and consolidated in the background with a question every
+    ``read_every_s`` seconds, and ``after_reads`` once it committed."""
+
+    remembers: int = 50
+    target_p95_s: float = 1.0
+    initial: int = 8
+    idle_reads: int = 10
+    read_every_s: float = 5.0
+    after_reads: int = 10
+
+    def __post_init__(self) -> None:
+        from loramem.memories import load_memories
+
+        shipped = len(load_memories())
+        _expect(isinstance(self.remembers, int) and 1 <= self.remembers <= shipped, "remembers",
+                f"an int in [1, {shipped}]", self.remembers)
+        for name in ("initial", "idle_reads", "after_reads"):
+            value = getattr(self, name)
+            _expect(isinstance(value, int) and value >= 1, name, "an int >= 1", value)
+        for name in ("target_p95_s", "read_every_s"):
+            value = getattr(self, name)
+            _expect(isinstance(value, (int, float)) and value > 0, name, "a number of seconds > 0", value)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ShortTermOptions:
+        _check_keys(data, [f.name for f in dataclasses.fields(cls)])
+        return cls(**data)
+
+
 OPTIONS: dict[str, Any] = {
     "readers": None, "modules": ModulesOptions, "write_throughput": WriteThroughputOptions,
     "write_recipes": WriteRecipesOptions, "incremental": IncrementalOptions,
-    "natural_questions": NaturalQuestionsOptions,
+    "natural_questions": NaturalQuestionsOptions, "short_term": ShortTermOptions,
 }
 
 
@@ -293,8 +327,8 @@ class Experiment:
 
     name: str
     model: str = "smollm2-135m"
-    kind: Literal["readers", "modules", "write_throughput", "write_recipes", "incremental", "natural_questions"] = (
-        "readers")
+    kind: Literal["readers", "modules", "write_throughput", "write_recipes", "incremental", "natural_questions",
+                  "short_term"] = "readers"
     options: Any = None  # the kind's options dataclass (OPTIONS); nothing for "readers"
     task: TaskSpec = field(default_factory=TaskSpec)
     readers: list[str] = field(default_factory=lambda: list(ALL_READERS))

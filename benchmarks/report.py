@@ -324,7 +324,7 @@ def _load_lines(results: dict[str, Any]) -> list[str]:
 
 
 # Experiment kinds whose report is their own section (``report_kinds.kind_section``), not the readers' tables.
-KIND_SECTIONS = ("modules", "write_throughput", "write_recipes", "incremental", "natural_questions")
+KIND_SECTIONS = ("modules", "write_throughput", "write_recipes", "incremental", "natural_questions", "short_term")
 
 
 def report_section(results: dict[str, Any], out: Path, prefix: str = "") -> list[str]:

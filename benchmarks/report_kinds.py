@@ -17,7 +17,7 @@ OLD_FORMAT = ("**Old format**: written by the stand-alone `python -m benchmarks.
 def kind_section(results: dict[str, Any]) -> list[str]:
     if results.get("kind") == "write_throughput":
         return write_throughput_section(results)
-    if results.get("kind") in ("write_recipes", "incremental"):
+    if results.get("kind") in ("write_recipes", "incremental", "short_term"):
         return tables_section(results)
     if results.get("kind") == "natural_questions":
         return natural_questions_section(results)

@@ -364,8 +364,50 @@ def validate_natural_questions(results: dict[str, Any], samples: list[dict[str, 
     return problems
 
 
+def validate_short_term(results: dict[str, Any], samples: list[dict[str, Any]]) -> list[str]:
+    """Both parts are there, their counts agree with samples.jsonl, latencies are positive and ordered, shares
+    are shares, and the verdicts agree with the reads they summarise."""
+    problems = _check_sample_metrics(samples)
+    points = results.get("points", [])
+    if len(points) != 1:
+        return [*problems, f"{len(points)} points, expected 1"]
+    p = points[0]
+    r, b = p.get("remember") or {}, p.get("background") or {}
+    if not r or not b:
+        return [*problems, "remember or background part missing"]
+    by = {name: [s for s in samples if s.get("reader") == name] for name in ("remember", "idle", "during", "after")}
+    if r.get("n") != len(by["remember"]):
+        problems.append(f"remember: n={r.get('n')} but {len(by['remember'])} rows in samples.jsonl")
+    for key in ("p50_s", "p95_s", "answerable_p95_s"):
+        bad = finite_in_range(key, r.get(key), POSITIVE)
+        if bad:
+            problems.append(f"remember: {bad}")
+    if r.get("p50_s", 0) > r.get("p95_s", 0) + 1e-9 or r.get("p95_s", 0) > r.get("max_s", 0) + 1e-9:
+        problems.append("remember: p50 <= p95 <= max does not hold")
+    if r.get("target_met") != (r.get("p95_s", math.inf) <= r.get("target_p95_s", -1)):
+        problems.append("remember: target_met disagrees with p95 and the target")
+    lat = b.get("latency_s") or {}
+    for name in ("idle", "during", "after"):
+        row = lat.get(name) or {}
+        n_rows = len(by[name]) if name != "during" else sum(bool(s.get("before_commit")) for s in by["during"])
+        if row.get("n") != n_rows:
+            problems.append(f"background {name}: n={row.get('n')} but {n_rows} reads in samples.jsonl")
+        if row.get("n") and row.get("p50", 0) > row.get("p95", 0) + 1e-9:
+            problems.append(f"background {name}: p50 > p95")
+    before = [s for s in by["during"] if s.get("before_commit")]
+    if b.get("old_version_until_commit") != all(
+            set(s.get("versions", {}).values()) <= {b.get("old_version")} for s in before):
+        problems.append("background: old_version_until_commit disagrees with the reads")
+    for part in (b.get("correct") or {}).values():
+        for value in part.values():
+            bad = value is not None and finite_in_range("correct", value, (0.0, 1.0))
+            if bad:
+                problems.append(f"background: {bad}")
+    return problems
+
+
 VALIDATORS: dict[str, Callable[[dict[str, Any], list[dict[str, Any]]], list[str]]] = {
     "readers": validate_readers, "modules": validate_modules, "write_throughput": validate_write_throughput,
     "write_recipes": validate_write_recipes, "incremental": validate_incremental,
-    "natural_questions": validate_natural_questions,
+    "natural_questions": validate_natural_questions, "short_term": validate_short_term,
 }

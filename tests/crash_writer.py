@@ -20,7 +20,7 @@ if __name__ == "__main__":
     store, model = sys.argv[1], sys.argv[2]
     mem = KnowledgeMemory.open(store, model=model, lora=FAST_LORA,
                                synth=dataclasses.replace(FAST_SYNTH, context_mix=False), train=FAST_TRAIN)
-    mem.rt  # load the model before "start", so the kill lands in the consolidation itself
+    _ = mem.rt  # load the model before "start", so the kill lands in the consolidation itself
     print("start", flush=True)
     mem.consolidate()
     print("done", flush=True)

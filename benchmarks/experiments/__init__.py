@@ -5,7 +5,8 @@ measures on ``runner.mem``, appends to ``samples.jsonl`` (``runner.output.append
 - ``readers``: readers compared on one task, per grid point (``readers.py``);
 - ``modules``: many modules on one PhoneBook: equal budget, routing, throughput, merging, update/delete;
 - ``write_throughput``: loramem's write loop against a plain Trainer + peft recipe;
-- ``natural_questions``: the shipped one-sentence memories, asked in a person's words.
+- ``natural_questions``: the shipped one-sentence memories, asked in a person's words;
+- ``short_term``: remember latency, and reads while a consolidator trains (``short_term.py``).
 """
 
 from __future__ import annotations

@@ -134,6 +134,8 @@ def answers(questions: Sequence[str], rows: list[Candidate], selection: Selectio
         cands = by_q[i]
         best = cands[choose(cands)]
         details: dict[str, Any] = {}
+        if best.infos:  # which version answered: a read during a write uses the old one until the commit
+            details["versions"] = {info.module_id: info.version for info in best.infos}
         if routed:
             details["route"] = [[info.module_id, round(score, 4)] for info, score in selection[i]]
         same_side = [c for c in cands if c.side == best.side]
