@@ -400,7 +400,7 @@ def validate_short_term(results: dict[str, Any], samples: list[dict[str, Any]]) 
         problems.append("background: old_version_until_commit disagrees with the reads")
     for part in (b.get("correct") or {}).values():
         for value in part.values():
-            bad = value is not None and finite_in_range("correct", value, (0.0, 1.0))
+            bad = None if value is None else finite_in_range("correct", value, (0.0, 1.0))
             if bad:
                 problems.append(f"background: {bad}")
     return problems

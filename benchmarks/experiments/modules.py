@@ -268,6 +268,7 @@ class ModulesExperiment:
         new_values = [Fact(f.subject, f.relation, other_phone(f.object), question=f.question) for f in changed]
         t0 = time.perf_counter()
         update_report = mem.update(new_values, namespace="pb")
+        assert update_report is not None  # None only for values of pending items; this namespace has none
         update_s = time.perf_counter() - t0
 
         def qa(facts: list[Fact]) -> tuple[list[str], list[str]]:

@@ -33,7 +33,10 @@ NOTES, BOOK = "notes", "book"
 def pct(values: list[float], q: float) -> float:
     """The q-th percentile (nearest rank, 0 < q <= 100) of the values: p95 of 50 is the 48th smallest."""
     ordered = sorted(values)
-    return round(ordered[max(0, min(len(ordered) - 1, -(-len(ordered) * q // 100) - 1))], 4) if ordered else 0.0
+    if not ordered:
+        return 0.0
+    rank = int(-(-len(ordered) * q // 100))  # ceil(n q / 100)
+    return round(ordered[max(0, min(len(ordered) - 1, rank - 1))], 4)
 
 
 def run(runner: Runner, results: dict[str, Any]) -> None:
@@ -54,7 +57,7 @@ def run(runner: Runner, results: dict[str, Any]) -> None:
     _ = mem.rt  # the model loads before the clock starts: remember itself never needs it
 
     # 1. remember, then answer at once
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, m in enumerate(load_memories()[: opts.remembers]):
         t0 = time.perf_counter()
         mem.remember(m.document, namespace=NOTES)
