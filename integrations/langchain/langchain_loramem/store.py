@@ -139,7 +139,7 @@ class LoRAMemoryStore(BaseStore):
         kv_path: ignored (deprecated): the store keeps no database of its own.
 
     A writing batch that meets the policy consolidates before it returns (training: seconds to minutes on a CPU),
-    unless ``start_consolidator()`` runs it in the background.
+    unless a consolidator of the memory runs (``start_consolidator()``): it consolidates in the background.
     """
 
     supports_ttl = False
@@ -286,7 +286,7 @@ class LoRAMemoryStore(BaseStore):
                     raise TypeError(
                         f"ops: expected GetOp, SearchOp, PutOp or ListNamespacesOp, got {type(op).__name__}"
                     )
-            self._consolidate_due(written)
+        self._consolidate_due(written)  # outside the lock: other threads' reads go on while it trains
         return results
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
@@ -407,11 +407,15 @@ class LoRAMemoryStore(BaseStore):
     # --- consolidation ---------------------------------------------------------------------------------------
 
     def _consolidate_due(self, spaces: set[str]) -> None:
+        """Consolidate the written namespaces that meet the policy, unless a consolidator of this memory runs
+        (it serves them then)."""
         policy = self.policy
-        if policy is None or not spaces or (self._consolidator is not None and self._consolidator.running):
+        if policy is None or not spaces:
             return
-        stats = self.memory.status()["pending"]
-        for ns in policy.due({ns: s for ns, s in stats.items() if ns in spaces}):
+        status = self.memory.status()
+        if (status["consolidator"] or {}).get("running"):
+            return
+        for ns in policy.due({ns: s for ns, s in status["pending"].items() if ns in spaces}):
             self.memory.consolidate(ns)
 
     def consolidate(self) -> list[WriteReport]:
@@ -419,12 +423,11 @@ class LoRAMemoryStore(BaseStore):
         namespace with pending values of this store (a new value of a consolidated key is an ``update``).
 
         Returns the ``WriteReport`` of every version written. Values stay pending if a write fails."""
-        with self._lock:
-            spaces = sorted({p.namespace for p in self.memory.pending() if keyed(p.item)})
-            reports: list[WriteReport] = []
-            for ns in spaces:
-                reports += self.memory.consolidate(ns)
-            return reports
+        spaces = sorted({p.namespace for p in self.memory.pending() if keyed(p.item)})
+        reports: list[WriteReport] = []
+        for ns in spaces:  # the core serialises writes; reads go on meanwhile
+            reports += self.memory.consolidate(ns)
+        return reports
 
     async def aconsolidate(self) -> list[WriteReport]:
         return await asyncio.get_running_loop().run_in_executor(None, self.consolidate)

@@ -247,15 +247,20 @@ def test_consolidate_answer_forget_update(
     assert store.consolidate() == []  # nothing pending
 
 
-def test_pending_edits_of_consolidated_keys_train_nothing(
+def test_a_consolidator_then_pending_edits_of_consolidated_keys_train_nothing(
     tmp_path: Path, tiny_model: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = LoRAMemoryStore(tmp_path / "mem", tiny_model, train=TINY_TRAIN, lora=TINY_LORA)
+    store = LoRAMemoryStore(tmp_path / "mem", tiny_model, consolidate_every=2, train=TINY_TRAIN, lora=TINY_LORA)
     mem, ns = store.memory, ("user_2",)
     mem_ns = store.memory_namespace(ns)
+    worker = store.start_consolidator()  # the store's policy, in the background: puts never train
+    assert worker.policy.max_items == 2
     store.put(ns, "pet", {"subject": "Cleo Ward", "relation": "pet", "object": "a cat"})
     store.put(ns, "city", {"subject": "Bob Stone", "relation": "home city", "object": "Paris"})
-    assert len(store.consolidate()) == 1
+    worker.flush(timeout=600)
+    store.close()
+    assert not worker.running and store.pending() == []
+    assert len(worker.reports) == 1  # consolidated by the worker, once (the put did not do it itself)
     version = mem.ls(mem_ns)[0].version
 
     import loramem.edits
