@@ -12,7 +12,10 @@ Honest notes:
   it never calls ``bind_tools``). The facts reach the store through a rule-based middleware that parses user
   turns of the form "Remember that <subject>'s <relation> is <object>." -- not through the model.
 * A second middleware points the model at the user's memory namespace (``model_settings`` -> ``.bind``).
-* Consolidation is explicit here (``store.consolidate()``); ``consolidate_every=N`` would do it on the Nth put.
+* Each put is remembered in loramem's short-term buffer at once (``store.pending()``; ``store.get`` and
+  ``KnowledgeMemory.ask`` see it before any training). Consolidation is explicit here (``store.consolidate()``);
+  ``consolidate_every=N`` would do it once N values of a namespace are pending, ``store.start_consolidator()``
+  in the background.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def main(store_path: str | None = None) -> dict[str, Any]:
             {"messages": [HumanMessage(turn)]}, {"configurable": {"thread_id": "t1"}}, context=alice
         )
         print(f"user: {turn}\nagent: {out['messages'][-1].text}")
-    print(f"queued in the store: {len(store.pending())} facts")
+    print(f"pending in the store (not trained yet): {len(store.pending())} facts")
 
     for report in store.consolidate():
         print("consolidated:", report.summary())

@@ -5,8 +5,9 @@
    context, and LoRAMemoryLLM answers with the "kb" module active. ``LoRAMemoryQueryEngine`` puts the nodes
    before the question in the layout the module was trained on (``format_nodes``: loramem's context builder). Compared with the module alone (no context)
    and with retrieval on the bare base model.
-3. Chat engine whose Memory has a LoRAMemoryBlock: turns flushed out of the short-term queue are written into
-   a second module (namespace "chat") and recalled in later turns.
+3. Chat engine whose Memory has a LoRAMemoryBlock: turns flushed out of the short-term queue are remembered in
+   loramem's short-term buffer (answered at once), consolidated into a second module (namespace "chat") on
+   every flush (``consolidate_every=1``, the default) and recalled in later turns.
 
     pip install -e . -e integrations/llamaindex llama-index-embeddings-huggingface
     HF_HUB_OFFLINE=1 python examples/llamaindex_hybrid.py [STORE_FOLDER]

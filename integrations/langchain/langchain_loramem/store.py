@@ -1,44 +1,50 @@
-"""``LoRAMemoryStore``: LangGraph long-term memory whose values are consolidated into LoRA modules.
+"""``LoRAMemoryStore``: LangGraph long-term memory in loramem's short-term buffer, consolidated into LoRA modules.
 
-Two layers, because a parametric memory cannot promise what ``BaseStore`` promises:
+A thin layer over the core; the store keeps no database and no queue of its own:
 
-* **Exact layer.** Every key -> value is kept in a SQLite file beside the loramem store
-  (``<store_path>/langgraph_store.sqlite``). ``get``, ``list_namespaces`` and ``search`` are answered from it,
-  exactly. ``search(query=...)`` is a plain word-overlap score over the kept values (no embeddings).
-* **Parametric layer.** ``put`` queues the value. ``consolidate()`` (or the policy: every
-  ``consolidate_every`` puts, or once ``consolidate_tokens`` queued tokens are reached) writes the queued
-  values into the LoRA module of their namespace with ``KnowledgeMemory.write``. A value with string
-  ``subject``/``relation``/``object`` becomes a ``Fact``; any other value a ``Document`` of its ``text`` (or
-  ``content``, else its JSON). Ask ``ChatLoRAMemory(namespace=store.memory_namespace(ns))`` about them.
+* ``put(ns, key, value)`` is ``KnowledgeMemory.remember`` into ``memory_namespace(ns)``: the value becomes a
+  loramem item (``value_to_item``: a ``Fact`` for string ``subject``/``relation``/``object``, else a
+  ``Document`` of its ``text``, ``content`` or JSON) whose metadata carries ``key``, the JSON ``value`` and its
+  ``created_at``/``updated_at``. It is durable in the store's manifest on return, trains nothing, and
+  ``KnowledgeMemory.ask`` on that namespace answers from it at once (the buffer's retrieval).
+* ``get``, ``search`` and ``list_namespaces`` are answered exactly from the core: the pending items
+  (``mem.pending``) over the consolidated ones (``mem.items``), matched by ``metadata["key"]``.
+  ``search(query=...)`` ranks values by cosine similarity on the core's embedder (``loramem.embed``).
+* ``consolidate()`` is ``mem.consolidate`` of the store's namespaces; ``consolidate_every``/``consolidate_tokens``
+  are a ``loramem.ConsolidationPolicy``, checked after each writing batch (or run in the background by
+  ``start_consolidator``). Overwriting a key replaces its pending item (the core's same-key rule); a new value
+  of a consolidated key is pending until consolidation turns it into ``KnowledgeMemory.update``.
+* ``delete`` is ``mem.forget`` of the key's item(s): a pending one leaves the buffer untrained, a consolidated
+  one rebuilds its module at once (a failed rebuild raises and the key stays as it was).
 
-``delete`` of a consolidated key rebuilds the module without the items it produced
-(``KnowledgeMemory.forget``) right away. The forget is durable: it is recorded in the same transaction as the
-row's delete and only cleared once the rebuild succeeded, so a failed rebuild is retried by the next writing
-batch (put/delete) or ``consolidate()``. Overwriting a consolidated key forgets its old item at the next
-consolidation. Each key records the module that holds its item, also when the planner splits a namespace. ``put(..., index=False)`` keeps a value in the exact layer only. TTLs are not supported.
+Limits, because items are content-addressed (an item id is its text, never its metadata): one namespace cannot
+hold the same item under two keys (``put`` raises ValueError), and a new value of a consolidated key that maps
+to the same item (only fields the item does not use changed) rebuilds the module without it and remembers it
+again. ``put(..., index=False)`` is remembered and consolidated like any value (the core has no untrained
+items); it is only left out of ``search(query=...)`` ranking (listed after the ranked values, score None, as
+LangGraph's ``InMemoryStore`` does). TTLs are not supported.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import re
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
+import warnings
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from langgraph.store.base import (
     BaseStore,
     GetOp,
     Item,
     ListNamespacesOp,
-    MatchCondition,
     Op,
     PutOp,
     Result,
@@ -47,31 +53,27 @@ from langgraph.store.base import (
     validate_op_namespace,
 )
 
+from ._values import Entry, Space, dt, keyed, matches, newest, ns_matches
 from .chat_models import shared_memory
 
 if TYPE_CHECKING:
-    from loramem import Document, Fact, KnowledgeMemory, LoraSpec, TrainConfig, WriteReport
+    from loramem import (
+        ConsolidationPolicy,
+        Consolidator,
+        Document,
+        Fact,
+        KnowledgeMemory,
+        LoraSpec,
+        TrainConfig,
+        WriteReport,
+    )
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS kv (
-    ns TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
-    memory_ns TEXT NOT NULL,
-    state TEXT NOT NULL,          -- 'pending' (queued), 'consolidated' (in a module), 'kept' (index=False)
-    item_ids TEXT,                -- JSON list of the loramem item ids it produced, once consolidated
-    module_id TEXT, module_version INTEGER,
-    PRIMARY KEY (ns, key));
-CREATE INDEX IF NOT EXISTS kv_state ON kv(state, memory_ns);
--- items of overwritten keys, forgotten at the next consolidation (when the new values are written)
-CREATE TABLE IF NOT EXISTS stale (memory_ns TEXT NOT NULL, item_id TEXT NOT NULL, PRIMARY KEY (memory_ns, item_id));
--- items of deleted keys still to forget from the LoRA: recorded with the row's delete, cleared once the core's
--- forget succeeded, retried by every later writing batch and consolidation until then
-CREATE TABLE IF NOT EXISTS forgets (memory_ns TEXT NOT NULL, item_id TEXT NOT NULL, PRIMARY KEY (memory_ns, item_id));
-"""
+
+LEGACY_KV = "langgraph_store.sqlite"  # the exact layer of langchain-loramem 0.1 (no longer read)
 
 _CLEAN_LABEL = re.compile(
     r"^[A-Za-z0-9_:-]+$"
 )  # '@' is kept for hashed names, so the two forms never collide
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def memory_namespace(namespace: tuple[str, ...]) -> str:
@@ -95,7 +97,9 @@ def memory_namespace(namespace: tuple[str, ...]) -> str:
 
 
 def value_to_item(value: dict[str, Any], namespace: tuple[str, ...], key: str) -> Fact | Document:
-    """A stored value as a loramem item: a Fact if it has string subject/relation/object, else a Document."""
+    """A stored value as a loramem item: a Fact if it has string subject/relation/object, else a Document.
+
+    (The store adds the metadata it answers ``get`` from: ``key``, ``value``, ``created_at``, ``updated_at``.)"""
     from loramem import Document, Fact
 
     meta = {"langgraph_namespace": list(namespace), "langgraph_key": key}
@@ -119,69 +123,23 @@ def value_to_item(value: dict[str, Any], namespace: tuple[str, ...], key: str) -
     return Document(text=text, title=text_field("title"), metadata=meta)
 
 
-def _words(text: str) -> set[str]:
-    return set(_WORD.findall(text.lower()))
-
-
-def _flat_text(value: Any) -> str:
-    if isinstance(value, dict):
-        return " ".join(_flat_text(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return " ".join(_flat_text(v) for v in value)
-    return str(value)
-
-
-def _matches(value: Any, expected: Any) -> bool:
-    """LangGraph filter semantics: nested equality, plus $eq/$ne/$gt/$gte/$lt/$lte operators."""
-    if isinstance(expected, dict):
-        if any(k.startswith("$") for k in expected):
-            return all(_apply(value, op, arg) for op, arg in expected.items())
-        return isinstance(value, dict) and all(_matches(value.get(k), v) for k, v in expected.items())
-    return bool(value == expected)
-
-
-def _apply(value: Any, op: str, arg: Any) -> bool:
-    if op == "$eq":
-        return bool(value == arg)
-    if op == "$ne":
-        return bool(value != arg)
-    if value is None:
-        return False
-    compare = {"$gt": float.__gt__, "$gte": float.__ge__, "$lt": float.__lt__, "$lte": float.__le__}
-    if op not in compare:
-        raise ValueError(
-            f"filter: unsupported operator {op!r}; expected one of $eq, $ne, {', '.join(compare)}"
-        )
-    return bool(compare[op](float(value), float(arg)))
-
-
-def _ns_matches(condition: MatchCondition, ns: tuple[str, ...]) -> bool:
-    path = condition.path
-    if len(ns) < len(path):
-        return False
-    pairs = zip(ns, path) if condition.match_type == "prefix" else zip(reversed(ns), reversed(path))
-    return all(p == "*" or k == p for k, p in pairs)
-
-
-def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
-
-
 class LoRAMemoryStore(BaseStore):
-    """LangGraph ``BaseStore`` with exact key-value data kept in SQLite and values consolidated into LoRA.
+    """LangGraph ``BaseStore`` over a loramem store: values are remembered at once and consolidated into LoRA.
 
     Args:
         store_path: folder of the loramem store (shared with ``ChatLoRAMemory``/``LoRAMemoryRetriever``).
         model_name: base model (alias, local HF folder or hub id).
-        consolidate_every: consolidate automatically once this many values are queued (None: never).
-        consolidate_tokens: consolidate automatically once the queued values hold about this many tokens
-            (estimated as characters / 4; None: never). With neither set, call ``consolidate()`` yourself.
-        train, lora: write configs passed to ``KnowledgeMemory.write`` (and made the shared memory's defaults,
-            which ``forget`` rebuilds use).
+        consolidate_every: consolidate a namespace once this many of its items are pending (None: no count
+            trigger); ``ConsolidationPolicy.max_items``.
+        consolidate_tokens: ... or once its pending items hold about this many tokens (the core's estimate;
+            None: no token trigger); ``ConsolidationPolicy.max_tokens``. With neither set, call
+            ``consolidate()`` or ``start_consolidator()``.
+        train, lora: made the shared memory's defaults (what consolidation and ``forget`` rebuilds use).
         to_item: how a value becomes a loramem ``Fact``/``Document`` (default :func:`value_to_item`).
-        kv_path: the SQLite file of the exact layer (default ``<store_path>/langgraph_store.sqlite``).
+        kv_path: ignored (deprecated): the store keeps no database of its own.
 
-    A put that triggers consolidation trains a module before it returns (seconds to minutes on a CPU).
+    A writing batch that meets the policy consolidates before it returns (training: seconds to minutes on a CPU),
+    unless a consolidator of the memory runs (``start_consolidator()``): it consolidates in the background.
     """
 
     supports_ttl = False
@@ -204,24 +162,31 @@ class LoRAMemoryStore(BaseStore):
         ):
             if given is not None and (not isinstance(given, int) or given < 1):
                 raise ValueError(f"{name}: expected None or an int >= 1, got {given!r}")
+        if kv_path is not None:
+            warnings.warn(
+                "LoRAMemoryStore(kv_path=...) is ignored: the store keeps no database of its own any more "
+                "(values live in the loramem store's manifest)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         self.store_path = os.fspath(store_path)
+        if os.path.exists(os.path.join(self.store_path, LEGACY_KV)):
+            warnings.warn(
+                f"{os.path.join(self.store_path, LEGACY_KV)} (langchain-loramem 0.1's exact layer) is no longer "
+                "read: put its values again to see them in this store",
+                UserWarning,
+                stacklevel=2,
+            )
         self.model_name = model_name
         self.consolidate_every = consolidate_every
         self.consolidate_tokens = consolidate_tokens
         self.train = train
         self.lora = lora
         self.to_item = to_item
-        os.makedirs(self.store_path, exist_ok=True)
-        self.kv_path = (
-            os.fspath(kv_path)
-            if kv_path is not None
-            else os.path.join(self.store_path, "langgraph_store.sqlite")
-        )
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.kv_path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
         self._memory: KnowledgeMemory | None = None
+        self._consolidator: Consolidator | None = None
+        self._vectors: dict[str, np.ndarray] = {}  # item id -> embedding of consolidated items (a cache)
 
     # --- helpers ---------------------------------------------------------------------------------------------
 
@@ -234,8 +199,8 @@ class LoRAMemoryStore(BaseStore):
     def memory(self) -> KnowledgeMemory:
         """The shared ``KnowledgeMemory`` of ``store_path`` (the one ``ChatLoRAMemory`` on it uses).
 
-        ``train``/``lora``, when given, become its defaults (used by ``forget`` rebuilds too); when
-        several stores share one memory, the last one to touch it wins.
+        ``train``/``lora``, when given, become its defaults (used by consolidation and ``forget`` rebuilds);
+        when several stores share one memory, the last one to touch it wins.
         """
         if self._memory is None:
             mem = shared_memory(self.store_path, self.model_name)
@@ -246,255 +211,240 @@ class LoRAMemoryStore(BaseStore):
             self._memory = mem
         return self._memory
 
+    @property
+    def policy(self) -> ConsolidationPolicy | None:
+        """``consolidate_every``/``consolidate_tokens`` as the core's policy (None when neither is set)."""
+        if self.consolidate_every is None and self.consolidate_tokens is None:
+            return None
+        from loramem import ConsolidationPolicy
+
+        return ConsolidationPolicy(
+            max_items=self.consolidate_every, max_tokens=self.consolidate_tokens, max_age_s=None
+        )
+
     def pending(self) -> list[tuple[tuple[str, ...], str]]:
-        """(namespace, key) of the values queued for the next consolidation."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT ns, key FROM kv WHERE state='pending' ORDER BY updated_at"
-            ).fetchall()
-        return [(tuple(ns.split(".")), key) for ns, key in rows]
+        """(namespace, key) of the values not consolidated yet, oldest first (``mem.pending``)."""
+        return [
+            (tuple(p.item.metadata["langgraph_namespace"]), str(p.item.metadata["key"]))
+            for p in self.memory.pending()
+            if keyed(p.item)
+        ]
+
+    def _scan(self, mem_ns: str) -> Space:
+        mem = self.memory
+        # The buffer first: a consolidation committing in between then shows an item twice, never not at all.
+        buffered = mem.pending(mem_ns)
+        held = mem.items(mem_ns)
+        space = Space({}, {}, {})
+        for it in held:
+            space.owners[it.id] = it.metadata.get("key") if keyed(it) else None
+            if keyed(it):
+                newest(space.held, Entry(it, False))
+        for p in buffered:
+            space.owners[p.id] = p.item.metadata.get("key") if keyed(p.item) else None
+            if keyed(p.item):
+                newest(space.pending, Entry(p.item, True, p.embedding))
+        return space
+
+    def _spaces(self, prefix: tuple[str, ...]) -> list[str]:
+        """The loramem namespaces that may hold values under ``prefix`` (hashed names always may)."""
+        joined = ".".join(prefix)
+        return [
+            ns
+            for ns in self.memory.namespaces()
+            if not prefix or "@" in ns or ns == joined or ns.startswith(joined + ".")
+        ]
 
     # --- BaseStore -------------------------------------------------------------------------------------------
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         results: list[Result] = []
-        writes = puts = 0
+        seen: dict[str, Space] = {}  # this batch's reads of a namespace, until it writes there
+        written: set[str] = set()
+
+        def space(mem_ns: str) -> Space:
+            if mem_ns not in seen:
+                seen[mem_ns] = self._scan(mem_ns)
+            return seen[mem_ns]
+
         with self._lock:
             for op in ops:
                 validate_op_namespace(op)
                 if isinstance(op, GetOp):
-                    results.append(self._get(op))
+                    results.append(self._get(op, space))
                 elif isinstance(op, SearchOp):
-                    results.append(self._search(op))
+                    results.append(self._search(op, space))
                 elif isinstance(op, ListNamespacesOp):
-                    results.append(self._list_namespaces(op))
+                    results.append(self._list_namespaces(op, space))
                 elif isinstance(op, PutOp):
-                    self._put(op)
-                    writes += 1
-                    puts += op.value is not None
+                    mem_ns = memory_namespace(op.namespace)
+                    self._put(op, mem_ns, space(mem_ns))
+                    seen.pop(mem_ns, None)
+                    written.add(mem_ns)
                     results.append(None)
                 else:
                     raise TypeError(
                         f"ops: expected GetOp, SearchOp, PutOp or ListNamespacesOp, got {type(op).__name__}"
                     )
-            if writes:
-                self._flush_forgets()  # this batch's deletes, and any earlier one whose rebuild failed
-            if puts and self._should_consolidate():
-                self.consolidate()
+        self._consolidate_due(written)  # outside the lock: other threads' reads go on while it trains
         return results
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         return await asyncio.get_running_loop().run_in_executor(None, self.batch, list(ops))
 
-    def _get(self, op: GetOp) -> Item | None:
-        row = self._db.execute(
-            "SELECT value, created_at, updated_at FROM kv WHERE ns=? AND key=?",
-            (".".join(op.namespace), op.key),
-        ).fetchone()
-        if row is None:
-            return None
+    @staticmethod
+    def _item(entry: Entry) -> Item:
         return Item(
-            value=json.loads(row[0]),
-            key=op.key,
-            namespace=op.namespace,
-            created_at=_dt(row[1]),
-            updated_at=_dt(row[2]),
+            value=entry.value,
+            key=entry.key,
+            namespace=entry.namespace,
+            created_at=dt(entry.created),
+            updated_at=dt(entry.updated),
         )
 
-    def _rows_under(self, prefix: tuple[str, ...]) -> list[tuple[str, str, str, float, float]]:
-        if not prefix:
-            return self._db.execute("SELECT ns, key, value, created_at, updated_at FROM kv").fetchall()
-        joined = ".".join(prefix)
-        return self._db.execute(
-            "SELECT ns, key, value, created_at, updated_at FROM kv WHERE ns=? OR substr(ns, 1, ?)=?",
-            (joined, len(joined) + 1, joined + "."),
-        ).fetchall()
+    def _get(self, op: GetOp, space: Callable[[str], Space]) -> Item | None:
+        entry = space(memory_namespace(op.namespace)).entries.get(op.key)
+        return None if entry is None or entry.namespace != op.namespace else self._item(entry)
 
-    def _search(self, op: SearchOp) -> list[SearchItem]:
-        query_words = _words(op.query) if op.query else set()
-        hits: list[tuple[float | None, float, SearchItem]] = []
-        for ns, key, raw, created, updated in self._rows_under(op.namespace_prefix):
-            value = json.loads(raw)
-            if op.filter and not all(_matches(value.get(k), v) for k, v in op.filter.items()):
-                continue
-            score = len(query_words & _words(_flat_text(value))) / len(query_words) if query_words else None
-            item = SearchItem(tuple(ns.split(".")), key, value, _dt(created), _dt(updated), score=score)
-            hits.append((score, updated, item))
-        hits.sort(key=lambda h: (-(h[0] or 0.0), -h[1]))
-        return [h[2] for h in hits[op.offset : op.offset + op.limit]]
+    def _entries_under(self, prefix: tuple[str, ...], space: Callable[[str], Space]) -> list[Entry]:
+        return [
+            e
+            for ns in self._spaces(prefix)
+            for e in space(ns).entries.values()
+            if e.namespace[: len(prefix)] == prefix
+        ]
 
-    def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
-        spaces = [tuple(r[0].split(".")) for r in self._db.execute("SELECT DISTINCT ns FROM kv").fetchall()]
+    def _search(self, op: SearchOp, space: Callable[[str], Space]) -> list[SearchItem]:
+        entries = [
+            e
+            for e in self._entries_under(op.namespace_prefix, space)
+            if not op.filter or all(matches(e.value.get(k), v) for k, v in op.filter.items())
+        ]
+        scores: dict[int, float] = {}
+        ranked = [e for e in entries if e.indexed] if op.query else []
+        if ranked and op.query:
+            from loramem.embed import Embedder
+
+            query = Embedder.shared().encode([op.query])[0]
+            vectors = self._embeddings(ranked)
+            scores = {id(e): float(np.dot(query, v)) for e, v in zip(ranked, vectors)}
+        hits = sorted(entries, key=lambda e: (id(e) not in scores, -scores.get(id(e), 0.0), -e.updated))
+        return [
+            SearchItem(
+                e.namespace, e.key, e.value, dt(e.created), dt(e.updated), score=scores.get(id(e))
+            )
+            for e in hits[op.offset : op.offset + op.limit]
+        ]
+
+    def _embeddings(self, entries: list[Entry]) -> list[np.ndarray]:
+        """Each entry's unit vector: the buffer's stored one, else the core's embedder over ``render_item``
+        (cached per item id: ids are content ids)."""
+        from loramem.embed import Embedder
+        from loramem.text import render_item
+
+        missing = [e for e in entries if e.vector is None and e.item.id not in self._vectors]
+        if missing:
+            if len(self._vectors) > 50_000:
+                self._vectors.clear()
+            encoded = Embedder.shared().encode([render_item(e.item) for e in missing])
+            self._vectors.update({e.item.id: v for e, v in zip(missing, encoded)})
+        return [e.vector if e.vector is not None else self._vectors[e.item.id] for e in entries]
+
+    def _list_namespaces(self, op: ListNamespacesOp, space: Callable[[str], Space]) -> list[tuple[str, ...]]:
+        spaces = {e.namespace for e in self._entries_under((), space)}
         if op.match_conditions:
-            spaces = [ns for ns in spaces if all(_ns_matches(c, ns) for c in op.match_conditions)]
+            spaces = {ns for ns in spaces if all(ns_matches(c, ns) for c in op.match_conditions)}
         if op.max_depth is not None:
-            spaces = [ns[: op.max_depth] for ns in spaces]
-        return sorted(set(spaces))[op.offset : op.offset + op.limit]
+            spaces = {ns[: op.max_depth] for ns in spaces}
+        return sorted(spaces)[op.offset : op.offset + op.limit]
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[None]:
-        """One SQLite transaction (the connection autocommits otherwise)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
-    def _put(self, op: PutOp) -> None:
-        ns = ".".join(op.namespace)
-        mem_ns = memory_namespace(op.namespace)
-        now = time.time()
-        row = self._db.execute(
-            "SELECT state, item_ids, created_at, module_id, module_version FROM kv WHERE ns=? AND key=?",
-            (ns, op.key),
-        ).fetchone()
-        old_ids: list[str] = (
-            json.loads(row[1]) if row is not None and row[0] == "consolidated" and row[1] else []
-        )
-        if op.value is None:  # delete
-            if row is not None:
-                with self._tx():  # the row goes and its pending forget is recorded, or neither
-                    self._db.execute("DELETE FROM kv WHERE ns=? AND key=?", (ns, op.key))
-                    self._db.executemany(
-                        "INSERT OR IGNORE INTO forgets(memory_ns, item_id) VALUES (?, ?)",
-                        [(mem_ns, i) for i in old_ids],
-                    )
+    def _put(self, op: PutOp, mem_ns: str, space: Space) -> None:
+        mem = self.memory
+        held, pending = space.held.get(op.key), space.pending.get(op.key)
+        if op.value is None:  # delete: the consolidated item first, so a failed rebuild leaves the key as it was
+            if held is not None:
+                mem.forget(held.item.id, namespace=mem_ns)
+            if pending is not None:
+                mem.forget(pending.item.id, namespace=mem_ns)
             return
         if not isinstance(op.value, dict):
             raise TypeError(f"value: expected a dict (or None to delete), got {type(op.value).__name__}")
-        keep_only = op.index is False
-        new_ids = [] if keep_only else [self.to_item(op.value, op.namespace, op.key).id]
-        module: tuple[Any, Any] = (None, None)
-        stale: list[str] = []
-        if old_ids and old_ids == new_ids:  # same content: the module already holds it
-            state, ids, module = "consolidated", json.dumps(old_ids), (row[3], row[4])
-        else:
-            state, ids, stale = ("kept" if keep_only else "pending"), None, old_ids
-        with self._tx():
-            self._db.executemany(
-                "INSERT OR IGNORE INTO stale(memory_ns, item_id) VALUES (?, ?)", [(mem_ns, i) for i in stale]
-            )
-            self._db.execute(
-                "INSERT OR REPLACE INTO kv(ns, key, value, created_at, updated_at, memory_ns, state, item_ids, module_id, "
-                "module_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    ns,
-                    op.key,
-                    json.dumps(op.value, ensure_ascii=False, sort_keys=True),
-                    row[2] if row else now,
-                    now,
-                    mem_ns,
-                    state,
-                    ids,
-                    *module,
-                ),
-            )
-
-    def _referenced(self, mem_ns: str) -> set[str]:
-        rows = self._db.execute(
-            "SELECT item_ids FROM kv WHERE memory_ns=? AND state='consolidated'", (mem_ns,)
-        ).fetchall()
-        return {i for (ids,) in rows for i in json.loads(ids or "[]")}
-
-    def _held(self, mem_ns: str) -> set[str]:
-        if mem_ns not in self.memory.namespaces():
-            return set()
-        return {it.id for it in self.memory.items(mem_ns)}
-
-    def _forget(self, mem_ns: str, ids: set[str]) -> None:
-        """Rebuild the namespace's module(s) without the items no remaining consolidated key still produces."""
-        drop = (ids - self._referenced(mem_ns)) & self._held(mem_ns)
-        if drop:
-            self.memory.forget(sorted(drop), namespace=mem_ns)
-
-    def _flush_forgets(self) -> None:
-        """Forget the items of deleted keys; each namespace's record is cleared only once its forget succeeded
-        (a failure raises and leaves it for the next writing batch or consolidation)."""
-        pending: dict[str, set[str]] = {}
-        for mem_ns, item_id in self._db.execute("SELECT memory_ns, item_id FROM forgets").fetchall():
-            pending.setdefault(mem_ns, set()).add(item_id)
-        for mem_ns, ids in sorted(pending.items()):
-            self._forget(mem_ns, ids)
-            self._db.executemany(
-                "DELETE FROM forgets WHERE memory_ns=? AND item_id=?", [(mem_ns, i) for i in sorted(ids)]
-            )
-
-    def pending_forgets(self) -> list[tuple[str, str]]:
-        """(loramem namespace, item id) of deleted keys' items whose forget has not succeeded yet."""
-        with self._lock:
-            return [tuple(r) for r in self._db.execute(
-                "SELECT memory_ns, item_id FROM forgets ORDER BY memory_ns, item_id").fetchall()]
-
-    def _holders(self, mem_ns: str) -> dict[str, tuple[str, int]]:
-        """Item id -> (module id, version) of the module that holds it, over the namespace's modules."""
-        mem = self.memory
-        return {
-            item_id: (info.module_id, info.version)
-            for info in mem.ls(mem_ns)
-            for item_id in mem.store.module_items(info.module_id, info.version)
+        value = json.loads(json.dumps(op.value, ensure_ascii=False))  # as it will read back
+        indexed = op.index is not False
+        current = pending or held
+        if current is not None and current.value == value and current.indexed == indexed:
+            return  # already this value
+        now = time.time()
+        item = self.to_item(op.value, op.namespace, op.key)
+        meta = {
+            **item.metadata,
+            "langgraph_namespace": list(op.namespace),
+            "key": op.key,
+            "value": value,
+            "created_at": current.created if current is not None else now,
+            "updated_at": now,
         }
+        if not indexed:
+            meta["index"] = False
+        item = dataclasses.replace(item, metadata=meta)
+        owner = space.owners.get(item.id, op.key)
+        if owner != op.key:
+            raise ValueError(
+                f"namespace {op.namespace!r} already holds this value's item ({item.id}) "
+                + (f"under key {owner!r}" if owner is not None else "(written without a key)")
+                + ": a loramem namespace holds an item once; make the values differ or use another namespace"
+            )
+        if held is not None and held.item.id == item.id:
+            if held.value == value and held.indexed == indexed:  # back to the consolidated value
+                if pending is not None:
+                    mem.forget(pending.item.id, namespace=mem_ns)
+                return
+            mem.forget(held.item.id, namespace=mem_ns)  # same item, new metadata: the core keeps one copy
+        if pending is not None and pending.item.id == item.id:
+            mem.forget(pending.item.id, namespace=mem_ns)  # same item, new metadata (untrained)
+        mem.remember(item, namespace=mem_ns)  # replaces a pending value of the key (the core's same-key rule)
 
     # --- consolidation ---------------------------------------------------------------------------------------
 
-    def _should_consolidate(self) -> bool:
-        if self.consolidate_every is None and self.consolidate_tokens is None:
-            return False
-        rows = self._db.execute("SELECT value FROM kv WHERE state='pending'").fetchall()
-        if self.consolidate_every is not None and len(rows) >= self.consolidate_every:
-            return True
-        tokens = sum(len(r[0]) // 4 + 1 for r in rows)
-        return self.consolidate_tokens is not None and tokens >= self.consolidate_tokens
+    def _consolidate_due(self, spaces: set[str]) -> None:
+        """Consolidate the written namespaces that meet the policy, unless a consolidator of this memory runs
+        (it serves them then)."""
+        policy = self.policy
+        if policy is None or not spaces:
+            return
+        status = self.memory.status()
+        if (status["consolidator"] or {}).get("running"):
+            return
+        for ns in policy.due({ns: s for ns, s in status["pending"].items() if ns in spaces}):
+            self.memory.consolidate(ns)
 
     def consolidate(self) -> list[WriteReport]:
-        """Write every queued value into its namespace's LoRA module (and forget overwritten ones).
+        """Train every pending value into its namespace's LoRA module(s): ``mem.consolidate`` of each loramem
+        namespace with pending values of this store (a new value of a consolidated key is an ``update``).
 
-        Returns one ``WriteReport`` per namespace written. Values stay queued if a write fails.
-        """
+        Returns the ``WriteReport`` of every version written. Values stay pending if a write fails."""
+        spaces = sorted({p.namespace for p in self.memory.pending() if keyed(p.item)})
         reports: list[WriteReport] = []
-        with self._lock:
-            self._flush_forgets()  # deletes whose rebuild failed before
-            pending: dict[str, list[tuple[str, str, str]]] = {}
-            for ns, key, value, mem_ns in self._db.execute(
-                "SELECT ns, key, value, memory_ns FROM kv WHERE state='pending' ORDER BY updated_at"
-            ).fetchall():
-                pending.setdefault(mem_ns, []).append((ns, key, value))
-            stale: dict[str, set[str]] = {}
-            for mem_ns, item_id in self._db.execute("SELECT memory_ns, item_id FROM stale").fetchall():
-                stale.setdefault(mem_ns, set()).add(item_id)
-            for mem_ns in sorted(set(pending) | set(stale)):
-                rows = pending.get(mem_ns, [])
-                items = [
-                    self.to_item(json.loads(value), tuple(ns.split(".")), key) for ns, key, value in rows
-                ]
-                new_ids = {it.id for it in items}
-                if mem_ns in stale:
-                    self._forget(mem_ns, stale[mem_ns] - new_ids)
-                    self._db.execute("DELETE FROM stale WHERE memory_ns=?", (mem_ns,))
-                if not items:
-                    continue
-                report = self.memory.write(items, namespace=mem_ns, train=self.train, lora=self.lora)
-                reports.append(report)
-                # A split write spreads the items over several modules: record each key under its item's.
-                holders = self._holders(mem_ns)
-                fallback = (report.module_id, report.version)
-                self._db.executemany(
-                    "UPDATE kv SET state='consolidated', item_ids=?, module_id=?, module_version=? "
-                    "WHERE ns=? AND key=? AND state='pending'",
-                    [
-                        (json.dumps([it.id]), *holders.get(it.id, fallback), ns, key)
-                        for (ns, key, _), it in zip(rows, items)
-                    ],
-                )
+        for ns in spaces:  # the core serialises writes; reads go on meanwhile
+            reports += self.memory.consolidate(ns)
         return reports
 
     async def aconsolidate(self) -> list[WriteReport]:
         return await asyncio.get_running_loop().run_in_executor(None, self.consolidate)
 
+    def start_consolidator(self, policy: ConsolidationPolicy | None = None) -> Consolidator:
+        """Consolidate in the background (``mem.start_consolidator``) by ``policy``, default this store's
+        ``policy`` (else the core's default). It serves every namespace of the memory; ``close()`` stops it."""
+        from loramem import ConsolidationPolicy
+
+        self._consolidator = self.memory.start_consolidator(policy or self.policy or ConsolidationPolicy())
+        return self._consolidator
+
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        """Stop the consolidator this store started (pending values stay pending, durably)."""
+        if self._consolidator is not None:
+            self._consolidator.stop()
+            self._consolidator = None
 
     def __repr__(self) -> str:
         return f"LoRAMemoryStore({self.store_path!r}, model={self.model_name!r})"
