@@ -238,3 +238,46 @@ def test_reads_run_between_the_training_steps_of_a_write(tmp_path, tiny_model_di
     assert mem.ls("people")[0].version == first.version + 1 and mem.pending() == []
     answer = mem.ask(facts[2].canonical_question, namespace="people")
     assert "pending" not in answer.details and loaded[-1] == f"v{first.version + 1}"
+
+
+def test_chat_reads_the_buffer_before_the_last_user_message(tmp_path, tiny_model_dir, facts, monkeypatch):
+    mem = _open(tmp_path / "s", tiny_model_dir)
+    mem.remember(facts[:2], namespace="people")
+    seen: list[list[dict[str, str]]] = []
+    real = mem.prompt_format.render
+    monkeypatch.setattr(mem.prompt_format, "render", lambda conv: seen.append(conv) or real(conv))
+    conversation = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."},
+                    {"role": "user", "content": facts[1].canonical_question}]
+    (answer,) = mem.chat([conversation], namespace="people")
+    assert facts[1].id in answer.details["pending"]
+    assert seen[-1][:2] == conversation[:2] and seen[-1][2]["content"].endswith("\n\n" + facts[1].canonical_question)
+
+
+def test_a_claimed_item_remembered_again_with_other_metadata_refuses_the_commit(tmp_path):
+    from loramem import pending
+    from loramem.store import ModuleStore
+
+    store = ModuleStore(tmp_path / "s")
+    old = Document("same text", metadata={"value": 1})
+    pending.add(store, "ns", [old], ["same text"], None, {})
+    token, _ = pending.claim(store, "ns")
+    pending.drop(store, "ns", [old.id])
+    new = Document("same text", metadata={"value": 2})  # the same content id, another value
+    pending.add(store, "ns", [new], ["same text"], None, {})
+    assert [p.item.metadata for p in pending.items(store, "ns")] == [{"value": 2}]
+    with pytest.raises(PendingChangedError):
+        store.commit_version(module_id="m", namespace="ns", adapter_config=_Cfg(), state={}, base_model="b",
+                             base_fingerprint="f", lora_spec={}, trainable_params=0, knowledge_tokens=0, recall=1.0,
+                             report={}, new_items=[old], new_examples=[], held_item_ids=[old.id])
+
+
+@pytest.mark.parametrize(("old", "new", "same"), [
+    (Document("a", title="T", metadata={"key": "k"}), Document("b", title="U", metadata={"key": "k"}), True),
+    (Document("a", title="T", metadata={"key": "k"}), Document("b", title="T"), False),  # a key is the identity
+    (Document("a", title="T"), Document("b", title="T"), True),
+    (Fact("A", "r", "1"), Fact("A", "r", "2", metadata={"key": "x"}), False),
+])
+def test_same_key(old, new, same):  # type: ignore[no-untyped-def]
+    from loramem.edits import same_key
+
+    assert same_key(old, new) is same

@@ -288,10 +288,10 @@ def _unload(pool: AdapterPool | None, routers: Routers, module_id: str) -> None:
 
 
 def same_key(old: Item, new: Item) -> bool:
-    """Whether ``new`` is a new value of ``old``: the same ``metadata["key"]`` where both have one (what
+    """Whether ``new`` is a new value of ``old``: the same ``metadata["key"]`` where either has one (what
     framework stores key values by), else the same fact slot, or the same document title."""
-    if "key" in old.metadata and "key" in new.metadata:
-        return bool(old.metadata["key"] == new.metadata["key"])
+    if "key" in old.metadata or "key" in new.metadata:  # an explicit key is the identity: nothing else matches it
+        return "key" in old.metadata and "key" in new.metadata and bool(old.metadata["key"] == new.metadata["key"])
     if isinstance(old, Fact) and isinstance(new, Fact):
         return (old.subject, old.relation, old.question) == (new.subject, new.relation, new.question)
     if isinstance(old, Document) and isinstance(new, Document):

@@ -48,7 +48,8 @@ def estimate_tokens(text: str) -> int:
 def add(store: ModuleStore, namespace: str, items: Sequence[Item], texts: Sequence[str],
         vectors: np.ndarray | None, replace: dict[str, list[str]]) -> None:
     """Insert pending rows (an item already pending is left as it is; one forgotten while claimed is wanted
-    again). ``replace``: new item id -> pending ids it replaces (same key), dropped in the same transaction."""
+    again, with what it says now: a commit of the claimed row's older payload is refused). ``replace``: new item
+    id -> pending ids it replaces (same key), dropped in the same transaction."""
     now = time.time()
     with store.transaction() as db:
         for ids in replace.values():
@@ -58,7 +59,8 @@ def add(store: ModuleStore, namespace: str, items: Sequence[Item], texts: Sequen
             blob = None if vectors is None else np.asarray(vectors[i], dtype=np.float32).tobytes()
             db.execute(
                 "INSERT INTO pending(namespace, item_id, kind, payload, created_at, tokens, embedding) "
-                "VALUES (?,?,?,?,?,?,?) ON CONFLICT(namespace, item_id) DO UPDATE SET dropped=0 WHERE dropped=1",
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT(namespace, item_id) DO UPDATE SET dropped=0, "
+                "payload=excluded.payload, embedding=excluded.embedding WHERE dropped=1",
                 (namespace, item.id, kind, json.dumps(item.to_dict(), ensure_ascii=False), now + i * 1e-6,
                  estimate_tokens(text), blob),
             )

@@ -150,10 +150,27 @@ def chat(
     """The next assistant turn of each conversation; a split namespace routes by the last user message."""
     if not conversations:
         raise ValueError("conversations: expected at least one conversation, got none")
-    texts = [rt.prompt.render(list(c)) for c in conversations]
     last = [last_user_message(c) for c in conversations]
     selection, routed = select(rt, last, namespace, module)
-    return _generate(rt, last, texts, selection, routed, "lora", max_new_tokens, None, stop)
+    buffered = short_term(rt, last, namespace if module is None else None)
+    texts = [rt.prompt.render(with_pending(list(c), ctx)) for c, (ctx, _) in zip(conversations, buffered)]
+    answers = _generate(rt, last, texts, selection, routed, "lora" + ("+pending" if any(i for _, i in buffered)
+                                                                       else ""), max_new_tokens, None, stop)
+    for answer, (_, ids) in zip(answers, buffered):
+        if ids:
+            answer.details["pending"] = ids
+    return answers
+
+
+def with_pending(conversation: list[dict[str, str]], context: str | None) -> list[dict[str, str]]:
+    """The conversation with the buffer's context before its last user message (``text.with_context``)."""
+    if context is None:
+        return conversation
+    from .text import with_context
+
+    i = max(j for j, m in enumerate(conversation) if m.get("role") == "user")
+    return [*conversation[:i], {**conversation[i], "content": with_context(conversation[i]["content"], context)},
+            *conversation[i + 1:]]
 
 
 def complete(

@@ -409,6 +409,10 @@ class ModuleStore:
             keys = [(namespace, i) for i in held_item_ids]
             dropped = [i for ns, i in keys if db.execute(
                 "SELECT 1 FROM pending WHERE namespace=? AND item_id=? AND dropped=1", (ns, i)).fetchone()]
+            payloads = {it.id: json.dumps(it.to_dict(), ensure_ascii=False) for it in new_items}
+            dropped += [i for i, text in payloads.items() if db.execute(  # remembered again with other metadata
+                "SELECT 1 FROM pending WHERE namespace=? AND item_id=? AND claim IS NOT NULL AND payload<>?",
+                (namespace, i, text)).fetchone()]
             if dropped:
                 raise PendingChangedError(
                     f"module {module_id}: item(s) {dropped[:5]} were forgotten or replaced while this version "
