@@ -394,10 +394,14 @@ def validate_short_term(results: dict[str, Any], samples: list[dict[str, Any]]) 
             problems.append(f"background {name}: n={row.get('n')} but {n_rows} reads in samples.jsonl")
         if row.get("n") and row.get("p50", 0) > row.get("p95", 0) + 1e-9:
             problems.append(f"background {name}: p50 > p95")
-    before = [s for s in by["during"] if s.get("before_commit")]
-    if b.get("old_version_until_commit") != all(
-            set(s.get("versions", {}).values()) <= {b.get("old_version")} for s in before):
-        problems.append("background: old_version_until_commit disagrees with the reads")
+    reads = by["during"] + by["after"]
+    if b.get("versions_consistent") != all(
+            all(v in ((s.get("active_start") or {}).get(m), (s.get("active_end") or {}).get(m))
+                for m, v in (s.get("versions") or {}).items()) for s in reads):
+        problems.append("background: versions_consistent disagrees with the reads")
+    commits = b.get("commits") or []
+    if not commits or b.get("consolidation_s") != max(c[0] for c in commits):
+        problems.append("background: consolidation_s is not the last commit's time")
     for part in (b.get("correct") or {}).values():
         for value in part.values():
             bad = None if value is None else finite_in_range("correct", value, (0.0, 1.0))

@@ -4,8 +4,10 @@
     HF_HUB_OFFLINE=1 python examples/langchain_agent.py
 
 The agent (``create_agent``, langchain 1.x) uses ``ChatLoRAMemory`` as its model and ``LoRAMemoryStore`` as its
-store. Over a few turns in one thread the user tells it facts; the store consolidates them into a LoRA module;
-in a *new* thread (no chat history) the agent answers from the module alone.
+store. Over a few turns in one thread the user tells it facts, which the store remembers in loramem's
+short-term buffer; the agent answers them in that thread before any training (from the buffer); the store
+consolidates them into a LoRA module; in a *new* thread (no chat history, the buffer empty) the agent answers
+from the module alone.
 
 Honest notes:
 * SmolLM2-135M cannot call tools, so the agent has ``tools=[]`` (create_agent then just binds model settings,
@@ -105,9 +107,21 @@ def main(store_path: str | None = None) -> dict[str, Any]:
         )
         print(f"user: {turn}\nagent: {out['messages'][-1].text}")
     print(f"pending in the store (not trained yet): {len(store.pending())} facts")
+    # Same thread, before any training: the answers come from the buffer (and the thread's history).
+    before: dict[str, str] = {}
+    for question, expected in QUESTIONS.items():
+        out = agent.invoke(
+            {"messages": [HumanMessage(question)]}, {"configurable": {"thread_id": "t1"}}, context=alice
+        )
+        before[question] = out["messages"][-1].text
+        print(f"user: {question}\nagent: {before[question]}   [{'ok' if expected in before[question] else 'MISS'}]")
+    before_recall = sum(expected in before[q] for q, expected in QUESTIONS.items()) / len(QUESTIONS)
+    print(f"recalled in the same thread before consolidation: {before_recall:.0%}")
 
     for report in store.consolidate():
         print("consolidated:", report.summary())
+    pending_after = len(store.pending())
+    print(f"pending after consolidation: {pending_after}")
 
     print("-- thread 2: new conversation, no history; the answers come from the LoRA module")
     answers: dict[str, str] = {}
@@ -130,7 +144,8 @@ def main(store_path: str | None = None) -> dict[str, Any]:
     recalled = sum(expected in fresh[q] for q, expected in QUESTIONS.items()) / len(QUESTIONS)
     print(f"recalled in fresh threads: {recalled:.0%}")
     store.close()
-    return {"answers": answers, "fresh": fresh, "recall": recalled, "store_path": store_path}
+    return {"answers": answers, "fresh": fresh, "recall": recalled, "before": before, "before_recall": before_recall,
+            "pending_after": pending_after, "store_path": store_path}
 
 
 if __name__ == "__main__":

@@ -45,8 +45,9 @@ def test_short_term_gives_valid_results(tiny_model_dir: Path, tmp_path: Path) ->
     (p,) = json.loads((out / "results.json").read_text())["points"]
     r, b = p["remember"], p["background"]
     assert r["n"] == 4 and 0 < r["p50_s"] <= r["p95_s"] <= r["max_s"] and r["retrieved"] == 1.0
-    assert (b["old_version"], b["new_version"]) == (1, 2) and b["latency_s"]["idle"]["n"] == 2
-    assert b["latency_s"]["after"]["n"] == 2 and b["new_version_after"] and b["old_version_until_commit"]
+    assert b["old_version"] == 1 and b["commits"] and b["latency_s"]["idle"]["n"] == 2
+    assert b["latency_s"]["after"]["n"] == 2 and b["versions_consistent"]
+    assert b["consolidation_s"] == max(c[0] for c in b["commits"])
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [s["reader"] for s in samples].count("remember") == 4
     assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
