@@ -69,7 +69,7 @@ async def test_a_flush_is_remembered_and_answered_before_consolidation(
     assert len(pending) == 1, "no flushed message reached the block"
     doc = pending[0].item
     assert isinstance(doc, Document) and pending[0].namespace == "chat"
-    assert "User: My dog is called Rex." in doc.text.splitlines()
+    assert "My dog is called Rex." in doc.text.splitlines()
     assert "Nice name" not in doc.text  # only the user's turns are kept by default
     assert doc.metadata["session_ids"] == ["s1"] and doc.metadata["key"] == f"llama_index.memory:{doc.id}"
     assert lora_block.reports == [] and mem.items("chat") == [] and mem.ls("chat") == []  # nothing trained
@@ -113,7 +113,7 @@ async def test_pending_transcripts_survive_a_new_block_and_memory(
     monkeypatch.setattr(loramem.memory, "_SHARED", {})  # as in a new process: a new KnowledgeMemory
     again = block(empty_store, tiny_model, consolidate_every=None)
     assert again.memory is not old_memory
-    assert [p.item.text for p in again.pending] == ["User: My dog is called Rex."]  # type: ignore[union-attr]
+    assert [p.item.text for p in again.pending] == ["My dog is called Rex."]  # type: ignore[union-attr]
     answers = spy_on_ask(again.memory, monkeypatch)
     await again.aget([ChatMessage(role="user", content="What is my dog called?")])
     assert answers[0].details["pending"] == [again.pending[0].id]

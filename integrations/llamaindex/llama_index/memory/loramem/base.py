@@ -140,8 +140,13 @@ class LoRAMemoryBlock(BaseMemoryBlock[str]):
     def _document(self, messages: list[ChatMessage]) -> Document:
         from loramem import Document
 
+        # One role kept (the default: the user's own words): plain sentences, which the synthesizer turns into
+        # the questions people ask ("My cat is called Pebble." -> "What is my cat called?"); a "User:" prefix
+        # on every line made the module answer "User". Several roles: each line says who spoke.
+        speaker = len(self.roles) > 1
         lines = [
-            f"{str(MessageRole(m.role).value).capitalize()}: {(m.content or '').strip()}" for m in messages
+            (f"{str(MessageRole(m.role).value).capitalize()}: " if speaker else "") + (m.content or "").strip()
+            for m in messages
         ]
         sessions = sorted(
             {str(m.additional_kwargs["session_id"]) for m in messages if "session_id" in m.additional_kwargs}
