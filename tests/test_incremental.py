@@ -42,14 +42,12 @@ def test_a_small_write_replays_a_bounded_sample_and_checks_every_held_item(tmp_p
         "held": 5, "replayed": 5, "bounded": False, "repair_rounds": 0, "full_round": False, "slipped": 0, "check_seconds": 0.0}
 
 
-def test_items_that_slip_are_trained_again(tmp_path, tiny_model_dir, facts, monkeypatch):
-    mem = _open(tmp_path, tiny_model_dir, replay_items=1, repair_rounds=2)
-    mem.write(facts[:5], namespace="people")
-    held = {it.id: it.subject for it in mem.items("people")}
-    first_held = sorted(held)[0]
+def _spy_rounds(monkeypatch, missed):  # type: ignore[no-untyped-def]
+    """Record each training round's item ids; every check of all 6 held items misses the id ``missed()`` gives
+    (None: none); the checks inside train() stay real."""
     rounds: list[set[str]] = []
-    real_train, real_recall = train_mod.train, train_mod.exact_recall
-    checks = iter([first_held] + [None] * 9)  # the first held check misses one item, later ones (and the context probes) none
+    probes_seen: list[list[Example]] = []
+    real_train, real_recall, real_encode = train_mod.train, train_mod.exact_recall, train_mod.encode_all
 
     def spy_train(model, prompt, examples, config, **kw):  # type: ignore[no-untyped-def]
         rounds.append({e.item_id for e in examples})
@@ -58,12 +56,8 @@ def test_items_that_slip_are_trained_again(tmp_path, tiny_model_dir, facts, monk
     def fake_recall(model, encoded, *args):  # type: ignore[no-untyped-def]
         if len(encoded) != 6:  # a check inside train(): the real one
             return real_recall(model, encoded, *args)
-        miss = next(checks)
-        ids = [e.item_id for e in probes_seen[-1]]
-        return [i != miss for i in ids]
-
-    probes_seen: list[list[Example]] = []
-    real_encode = train_mod.encode_all
+        miss = missed()
+        return [e.item_id != miss for e in probes_seen[-1]]
 
     def spy_encode(examples, *args):  # type: ignore[no-untyped-def]
         probes_seen.append(list(examples))
@@ -72,6 +66,16 @@ def test_items_that_slip_are_trained_again(tmp_path, tiny_model_dir, facts, monk
     monkeypatch.setattr(train_mod, "train", spy_train)
     monkeypatch.setattr(train_mod, "exact_recall", fake_recall)
     monkeypatch.setattr(train_mod, "encode_all", spy_encode)
+    return rounds
+
+
+def test_items_that_slip_are_trained_again(tmp_path, tiny_model_dir, facts, monkeypatch):
+    mem = _open(tmp_path, tiny_model_dir, replay_items=1, repair_rounds=2)
+    mem.write(facts[:5], namespace="people")
+    held = {it.id: it.subject for it in mem.items("people")}
+    first_held = sorted(held)[0]
+    checks = iter([first_held] + [None] * 9)  # the first held check misses one item, later ones (and the context probes) none
+    rounds = _spy_rounds(monkeypatch, lambda: next(checks))
     report = mem.write(facts[5:], namespace="people")
     new_id = next(it.id for it in mem.items("people") if it.subject == NAMES[5])
     assert len(rounds) == 2, rounds  # the first round, then one repair round for the slipped item
@@ -87,28 +91,7 @@ def test_when_repairs_run_out_one_last_round_replays_every_item(tmp_path, tiny_m
     # Reopened with a small step cap: the stuck item below never comes back, so every round runs to the cap.
     mem = _open(tmp_path, tiny_model_dir, replay_items=1, repair_rounds=1, full_fallback=fallback, max_steps=12)
     stuck = sorted(it.id for it in mem.items("people"))[0]
-    rounds: list[set[str]] = []
-    real_train, real_recall = train_mod.train, train_mod.exact_recall
-
-    def spy_train(model, prompt, examples, config, **kw):  # type: ignore[no-untyped-def]
-        rounds.append({e.item_id for e in examples})
-        return real_train(model, prompt, examples, config, **kw)
-
-    def fake_recall(model, encoded, *args):  # type: ignore[no-untyped-def]
-        if len(encoded) != 6:
-            return real_recall(model, encoded, *args)
-        return [e.item_id != stuck for e in probes_seen[-1]]  # one held item never comes back
-
-    probes_seen: list[list[Example]] = []
-    real_encode = train_mod.encode_all
-
-    def spy_encode(examples, *args):  # type: ignore[no-untyped-def]
-        probes_seen.append(list(examples))
-        return real_encode(examples, *args)
-
-    monkeypatch.setattr(train_mod, "train", spy_train)
-    monkeypatch.setattr(train_mod, "exact_recall", fake_recall)
-    monkeypatch.setattr(train_mod, "encode_all", spy_encode)
+    rounds = _spy_rounds(monkeypatch, lambda: stuck)  # one held item never comes back
     with pytest.warns(RuntimeWarning, match="below target_recall"):
         report = mem.write(facts[5:], namespace="people")
     everything = {it.id for it in mem.items("people")}
