@@ -133,9 +133,14 @@ class Consolidator:
 
     _flush_error: tuple[str, BaseException] | None = None
 
+    _beat: tuple[str, str | None, float] = ("", None, 0.0)  # the last heartbeat written: state, namespace, when
+
     def _set(self, state: str, namespace: str | None = None) -> None:
         with self._cond:
             self._state, self._namespace = state, namespace
+        if self._beat[:2] == (state, namespace) and time.time() - self._beat[2] < 30.0:
+            return  # the loop passes here every poll_s: an fsync'd write per poll would be for nothing
+        self._beat = (state, namespace, time.time())
         try:
             self._heartbeat(state, {"namespace": namespace, "errors": len(self.errors),
                                     "versions": len(self.reports)})
