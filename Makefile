@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow test-all lint bench bench-smoke clean
+.PHONY: help venv demo test test-slow test-gpu test-all lint bench bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,10 @@ test-slow: $(STAMP)  ## tests on the embedded SmolLM2-135M model, the standard L
 	$(BIN)/pytest integrations/llamaindex/tests -q -m slow
 	$(MAKE) bench-smoke
 
+test-gpu:  ## the embedded model on a CUDA GPU in bf16 (its own .venv-gpu: torch from PyPI is the CUDA build there)
+	$(MAKE) VENV=.venv-gpu .venv-gpu/.installed
+	LORAMEM_GPU_OUT=$${LORAMEM_GPU_OUT:-gpu-figures.json} .venv-gpu/bin/pytest tests/test_gpu.py tests/test_devices.py -q -m "gpu or not slow" -rs -s
+
 bench-smoke: $(STAMP)  ## every benchmark task x reader on the embedded model at tiny sizes; fails on invalid results
 	$(BIN)/python -m benchmarks run --smoke --out $(or $(TMPDIR),/tmp)/loramem-bench-smoke
 
@@ -52,6 +56,8 @@ bench: $(STAMP)  ## every committed experiment, one after the other (hours on 2 
 	$(BIN)/python -m benchmarks run modules-phonebook
 	$(BIN)/python -m benchmarks run modules-select-phonebook
 	$(BIN)/python -m benchmarks run write-throughput
+	$(BIN)/python -m benchmarks run write-recipes
+	$(BIN)/python -m benchmarks run write-recipes-top-layers
 	$(BIN)/python -m benchmarks run stacking-phonebook
 	$(BIN)/python -m benchmarks run natural-questions
 

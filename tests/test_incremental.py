@@ -128,10 +128,10 @@ def test_recalled_items_are_mostly_skipped_in_the_next_pass(tiny_model_dir, monk
     batches: list[set[int]] = []
     real_collate = train_mod.collate
 
-    def spy_collate(encoded, rows, pad_id):  # type: ignore[no-untyped-def]
+    def spy_collate(encoded, rows, pad_id, device=None):  # type: ignore[no-untyped-def]
         if len(encoded) == len(examples):  # training batches (not the checks' or the preservation's)
             batches.append({i for row in rows for i in row})
-        return real_collate(encoded, rows, pad_id)
+        return real_collate(encoded, rows, pad_id, device)
 
     kept = facts[0].id
     monkeypatch.setattr(train_mod, "collate", spy_collate)

@@ -12,13 +12,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "loramem"
 
 # Layer of every module (a package's files share its layer). The README's Architecture section shows the same.
 LAYERS: dict[str, int] = {
-    "types": 0, "config": 0, "text": 0, "_fs": 0, "_schema": 0, "locks": 0,
+    "types": 0, "config": 0, "text": 0, "_fs": 0, "_schema": 0, "locks": 0, "devices": 0,
     "prompts": 1, "models": 1, "store": 1, "embed": 1, "index": 1, "capacity": 1, "phonebook": 1, "memories": 1,
     "pending": 1,
     "train": 2, "read": 2, "synth": 2, "preserve": 2,
     "adapters": 3, "route": 3, "plan": 3, "runtime": 3,
     "writing": 4, "edits": 4, "querying": 4, "compose": 4, "recall": 4, "interop": 4, "buffer": 4,
-    "consolidator": 4, "incremental": 4,
+    "consolidator": 4, "incremental": 4, "fanout": 4, "export": 4,
     "memory": 5, "shortterm": 5,
     "readers": 6, "calibration": 6, "cli": 6, "demo": 6,
 }

@@ -123,8 +123,20 @@ def test_writes_of_known_facts_and_given_prompts_turn_it_on(mem, facts):  # type
     assert off.details["preserve"]["kl_weight"] == 0.0 and off.details["preserve"]["prompts"] == 0
 
 
+def test_the_known_check_looks_at_a_sample_of_a_large_write(mem, facts, monkeypatch):  # type: ignore[no-untyped-def]
+    from loramem import preserve
+
+    seen: list[int] = []
+    real = preserve.known
+    monkeypatch.setattr(preserve, "known", lambda model, prompt, fs, *a: (seen.append(len(fs)), real(model, prompt, fs, *a))[1])
+    mem.train_config = dataclasses.replace(FAST_TRAIN, known_logprob=-1e9, max_steps=3, known_sample=4)
+    report = mem.write(facts, namespace="s")  # six facts, a sample of four checked
+    assert seen == [4]
+    assert report.details["preserve"]["why"] == "base model knows 4/4 facts (a sample of the 6) (>= known_share)"
+
+
 @pytest.mark.parametrize(("field", "value"), [
-    ("kl_weight", -0.1), ("edit_kl_weight", -1.0), ("kl_prompts_per_step", 0), ("kl_tokens", 0),
+    ("known_sample", 0), ("kl_weight", -0.1), ("edit_kl_weight", -1.0), ("kl_prompts_per_step", 0), ("kl_tokens", 0),
     ("kl_neighbours", -1), ("known_logprob", 0.5), ("known_share", 0.0), ("known_share", 1.5),
 ])
 def test_preservation_config_is_validated(field: str, value: float) -> None:

@@ -80,3 +80,19 @@ def test_teacher_forced_recall_is_greedy_generation(base):  # type: ignore[no-un
         assert 0 < sum(recalled) < len(recalled), recalled  # both hits and misses: the comparison means something
     finally:
         peft_model.unload()  # give the module-scoped base model back without its LoRA layers
+
+
+def test_a_layer_range_with_all_linear_adapts_every_linear_layer_of_those_layers_only(tiny_model_dir):
+    """peft refuses target_modules='all-linear' with layers_to_transform; the spec names the leaves instead."""
+    from peft import get_peft_model
+
+    from loramem import LoraSpec, ModelConfig, models
+    from loramem.train import peft_config
+
+    model, _ = models.load(ModelConfig(name=str(tiny_model_dir), device="cpu"))
+    peft = get_peft_model(model, peft_config(model, LoraSpec(r=4, layers=(1, 2))), adapter_name="a")
+    adapted = {n.split(".lora_A")[0] for n, _ in peft.named_parameters() if ".lora_A." in n}
+    assert adapted and all(".layers.1." in n for n in adapted)
+    assert {n.rsplit(".", 1)[-1] for n in adapted} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                      "up_proj", "down_proj"}
+    peft.unload()

@@ -26,10 +26,12 @@ _LAZY = {
     "ConsolidationPolicy": "consolidator",
     "Consolidator": "consolidator",
     "CorruptModuleError": "store",
+    "DeviceError": "devices",
     "Document": "types",
     "Example": "types",
     "Fact": "types",
     "KnowledgeMemory": "memory",
+    "LocalExecutor": "fanout",
     "LoraSpec": "config",
     "ModelConfig": "config",
     "ModuleInfo": "store",
@@ -37,6 +39,7 @@ _LAZY = {
     "PendingChangedError": "store",
     "PendingItem": "pending",
     "PlanConfig": "config",
+    "RayExecutor": "fanout",
     "ReadConfig": "config",
     "Reader": "types",
     "Recollection": "recall",
@@ -57,6 +60,8 @@ if TYPE_CHECKING:
     from .capacity import CapacityModel
     from .config import LoraSpec, ModelConfig, PlanConfig, ReadConfig, SynthConfig, TrainConfig
     from .consolidator import ConsolidationError, ConsolidationPolicy, Consolidator
+    from .devices import DeviceError
+    from .fanout import LocalExecutor, RayExecutor
     from .memory import KnowledgeMemory
     from .pending import PendingItem
     from .readers import build_reader

@@ -17,7 +17,7 @@ import hashlib
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 from .config import MERGE_METHODS, ReadConfig
@@ -30,11 +30,12 @@ class AdapterPool:
     """Adapters on one base model. ``read`` is the live ``ReadConfig`` (cache budget, merge, mixed batches)."""
 
     def __init__(self, base: Any, store: ModuleStore, *, fingerprint: str, model_name: str,
-                 read: Callable[[], ReadConfig]) -> None:
+                 read: Callable[[], ReadConfig], accepted: Collection[str] = ()) -> None:
         self._base = base  # the transformers model (adapters get injected into it)
         self.peft: Any = None  # PeftModel wrapping the base, once a first adapter exists
         self.store = store
         self.fingerprint = fingerprint
+        self.accepted = frozenset(accepted) | {fingerprint}  # fingerprints of this base under earlier rules too
         self.model_name = model_name
         self._read = read
         # LRU: module id (or merged-set key) -> adapter name ("<id>__v<N>", "merged__...")
@@ -118,7 +119,7 @@ class AdapterPool:
     # --- loading and merging ----------------------------------------------------------------------------------
 
     def check_base(self, info: ModuleInfo) -> None:
-        if info.base_fingerprint != self.fingerprint:
+        if info.base_fingerprint not in self.accepted:
             raise BaseModelMismatchError(
                 f"module {info.module_id} was trained on base model {info.base_model!r} (fingerprint "
                 f"{info.base_fingerprint}), but the loaded model is {self.model_name!r} (fingerprint "

@@ -53,7 +53,7 @@ def calibrate(
     if checkpoint is not None and Path(checkpoint).exists():
         # Resume an interrupted sweep: points measured with the same training budget are kept.
         previous = CapacityModel.load(checkpoint)
-        if previous.train == tcfg.to_dict() and previous.base_fingerprint == memory.fingerprint:
+        if previous.train == tcfg.to_dict() and previous.base_fingerprint in memory.rt.accepted:
             points = [p for p in previous.points if (p["r"], p["entries"]) in set(grid)]
     done = {(p["r"], p["entries"]) for p in points}
 

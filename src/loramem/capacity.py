@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,11 +154,13 @@ class CapacityModel:
         return cls.shipped(base_model)
 
     @classmethod
-    def find(cls, root: str | os.PathLike[str], base_model: str, fingerprint: str) -> CapacityModel | None:
+    def find(cls, root: str | os.PathLike[str], base_model: str,
+             fingerprint: str | Collection[str]) -> CapacityModel | None:
         """The model the planner uses: ``<root>/capacity.json`` if calibrated for this base model (by
-        fingerprint), else the one shipped for ``base_model``, else None."""
+        fingerprint: one, or the several a base answers to), else the one shipped for ``base_model``, else None."""
+        accepted = {fingerprint} if isinstance(fingerprint, str) else set(fingerprint)
         local = Path(root) / "capacity.json"
         candidates = [cls.load(local)] if local.exists() else []
         shipped = cls.shipped(base_model)
         candidates += [shipped] if shipped is not None else []
-        return next((cm for cm in candidates if cm.base_fingerprint in (None, fingerprint)), None)
+        return next((cm for cm in candidates if cm.base_fingerprint is None or cm.base_fingerprint in accepted), None)

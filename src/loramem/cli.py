@@ -1,4 +1,5 @@
-"""The ``loramem`` command: write, remember, consolidate, ask, ls, forget, update, calibrate, demo."""
+"""The ``loramem`` command: write, remember, consolidate, ask, ls, forget, update, calibrate, export, validate,
+demo."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ EPILOG = """quick start:
   loramem ask   --store ./mem -n contacts "What is the phone number of Dr. Alma Vance?"
   loramem ls    --store ./mem
   loramem forget --store ./mem -n contacts
+  loramem validate --store ./mem MODULE --for vllm                     # what an engine would refuse
+  loramem export --store ./mem MODULE --to gguf --out m.gguf           # llama.cpp adapter (or --to peft)
 
 input files: .jsonl (one object per line: {"subject","relation","object"} is a fact, {"text","title"} a
 document) or .txt (the whole file is one document)."""
@@ -74,7 +77,8 @@ def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         lora = LoraSpec(r=args.rank)
     if getattr(args, "max_steps", None):
         train = TrainConfig(max_steps=args.max_steps)
-    return KnowledgeMemory.open(args.store, model=ModelConfig(name=args.model), lora=lora, train=train)
+    model = ModelConfig(name=args.model, device=getattr(args, "device", "auto"), dtype=getattr(args, "dtype", "auto"))
+    return KnowledgeMemory.open(args.store, model=model, lora=lora, train=train)
 
 
 def cmd_write(args: argparse.Namespace) -> int:
@@ -240,6 +244,37 @@ def cmd_update(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_module
+    from .store import ModuleStore
+
+    out = export_module(ModuleStore(args.store), args.module, to=args.to, out=args.out, version=args.version,
+                        arch=args.arch, dtype=args.dtype, overwrite=args.force)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .export import load_peft_folder, module_info, validate_for
+    from .store import ADAPTER_CONFIG, ModuleStore
+
+    if (Path(args.module) / ADAPTER_CONFIG).exists():  # a PEFT folder, e.g. one `loramem export` wrote
+        label = args.module
+        cfg, state = load_peft_folder(args.module)
+    else:
+        store = ModuleStore(args.store)
+        info = module_info(store, args.module, args.version)
+        label = f"{info.module_id} v{info.version}"
+        cfg, state = store.load_adapter(info)
+    problems = validate_for(args.engine, cfg, state, max_lora_rank=args.max_lora_rank)
+    for problem in problems:
+        print(f"{label}: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"{label}: ok for {args.engine}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -257,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser, namespace: bool = True) -> None:
         p.add_argument("--store", default="./mem", help="store folder (default ./mem)")
         p.add_argument("--model", default="smollm2-135m", help="model alias, local folder or hub id")
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+        p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                       help="weights dtype (default auto: bf16 on a CUDA GPU that has it, else fp32)")
         if namespace:
             p.add_argument("-n", "--namespace", default="default", help="namespace (default 'default')")
 
@@ -319,6 +357,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="capacity JSON (default <store>/capacity.json, which the planner then uses)")
     p.set_defaults(func=cmd_calibrate)
 
+    from .export import ENGINES, GGUF_ARCHS, VLLM_MAX_LORA_RANKS
+
+    p = sub.add_parser("export", help="export a module as a PEFT folder (vLLM, LoRAX, Ollama) or a llama.cpp GGUF")
+    p.add_argument("module", help="module id (see `loramem ls`)")
+    p.add_argument("--store", default="./mem", help="store folder (default ./mem)")
+    p.add_argument("--to", required=True, choices=["gguf", "peft"])
+    p.add_argument("--out", required=True, help="folder (peft) or file (gguf) to write")
+    p.add_argument("--version", type=int, help="a kept older version (default: the active one)")
+    p.add_argument("--arch", choices=sorted(GGUF_ARCHS), help="gguf: llama.cpp architecture (default: from the "
+                   "base model's config.json)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="gguf: tensor type")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("validate", help="what vLLM or llama.cpp would refuse or mis-scale in a module")
+    p.add_argument("module", help="module id, or a PEFT folder")
+    p.add_argument("--store", default="./mem", help="store folder (default ./mem)")
+    p.add_argument("--for", dest="engine", required=True, choices=list(ENGINES))
+    p.add_argument("--version", type=int, help="a kept older version (default: the active one)")
+    p.add_argument("--max-lora-rank", type=int, default=64, choices=list(VLLM_MAX_LORA_RANKS),
+                   help="vllm: the server's --max-lora-rank (default 64)")
+    p.set_defaults(func=cmd_validate)
+
     p = sub.add_parser("demo", help="write and ask 100 PhoneBook entries on the embedded model")
     p.add_argument("--entries", type=int, default=100)
     p.add_argument("--store", default=None, help="store folder (default: a new temporary folder)")
@@ -333,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except (InputError, StoreError, KeyError, ValueError) as exc:
+    except (InputError, StoreError, KeyError, ValueError, ImportError) as exc:  # DeviceError is a ValueError
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"loramem {args.command}: error: {msg}", file=sys.stderr)
         return 2

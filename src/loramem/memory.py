@@ -162,7 +162,7 @@ class KnowledgeMemory(ShortTermMemory):
         """The capacity model the planner uses: ``<store>/capacity.json`` if calibrated for this base model, else
         the one shipped for the embedded model, else None. Assign to override (``mem.capacity = model``)."""
         if self._capacity is False:
-            self._capacity = CapacityModel.find(self.store.root, self.model_config.name, self.fingerprint)
+            self._capacity = CapacityModel.find(self.store.root, self.model_config.name, self.rt.accepted)
         return self._capacity if isinstance(self._capacity, CapacityModel) else None
 
     @capacity.setter
@@ -214,6 +214,7 @@ class KnowledgeMemory(ShortTermMemory):
         synth: SynthConfig | None = None,
         llm: Any | None = None,
         preserve: Sequence[str] | None = None,
+        executor: Any | None = None,
     ) -> WriteReport:
         """Write items into the namespace's module(s), training a new version of each module that changes.
 
@@ -229,9 +230,11 @@ class KnowledgeMemory(ShortTermMemory):
         data (off by default). When several modules change, the report sums them and lists each in ``parts``.
         ``preserve``: prompts whose answers the write must leave as the base model gives them (the preservation
         term, ``TrainConfig.kl_weight``; giving them turns it on unless ``kl_weight`` is set).
+        ``executor``: a ``loramem.fanout`` executor (local processes or Ray tasks) that trains the modules of a
+        plan holding several in parallel; this process commits them.
         """
         return writing.write(self.rt, items, namespace, module=module, split=split, lora=lora, train=train,
-                             synth=synth, llm=llm, preserve=preserve)
+                             synth=synth, llm=llm, preserve=preserve, executor=executor)
 
     # --- reading ---------------------------------------------------------------------------------------------
 

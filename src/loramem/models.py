@@ -125,16 +125,38 @@ def resolve(name: str) -> str:
 
 
 def load(config: ModelConfig) -> tuple[Any, Any]:
-    """Load (model, tokenizer) for a ModelConfig: frozen, in eval mode, on the CPU/GPU torch picks."""
+    """Load (model, tokenizer) for a ModelConfig: frozen, in eval mode, on the configured device and dtype."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .devices import DeviceError, resolve_device, resolve_dtype
+
     source = resolve(config.name)
-    dtype = getattr(torch, _DTYPES[config.dtype])
+    kwargs: dict[str, Any] = {}
+    if config.device_map is not None:
+        device = None  # accelerate places the shards; inputs go to the embeddings' device (devices.model_device)
+        kwargs["device_map"] = config.device_map
+        dtype = resolve_dtype(config.dtype, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    else:
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+    if config.quantize is not None:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ImportError(f"quantize={config.quantize!r} needs bitsandbytes: pip install 'loramem[quantized]'")
+        if device is not None and device.type != "cuda":
+            raise DeviceError(f"quantize={config.quantize!r} needs a CUDA device (bitsandbytes); got device {device}")
+        from transformers import BitsAndBytesConfig
+
+        compute = dtype if dtype != torch.float32 else torch.bfloat16
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+            if config.quantize == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
+        kwargs.setdefault("device_map", {"": device.index or 0} if device is not None else "auto")
+        device = None  # bitsandbytes places the weights; .to() is refused on a quantized model
     try:
         tok = AutoTokenizer.from_pretrained(source, trust_remote_code=config.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, trust_remote_code=config.trust_remote_code, use_safetensors=True
+            source, dtype=dtype, trust_remote_code=config.trust_remote_code, use_safetensors=True, **kwargs
         )
     except OSError as exc:
         if os.environ.get("HF_HUB_OFFLINE") == "1" and not Path(source).exists():
@@ -142,7 +164,22 @@ def load(config: ModelConfig) -> tuple[Any, Any]:
                 f"model {config.name!r} is not cached locally and HF_HUB_OFFLINE=1 forbids downloading it"
             ) from exc
         raise
+    if device is not None and device.type != "cpu":
+        model.to(device)
     return prepare(model, tok)
+
+
+def base_record(model: Any, name: str) -> dict[str, Any]:
+    """What a module records about the base it was trained on: the checkpoint, the weights as loaded, where."""
+    from .devices import model_device, model_dtype
+
+    alias = ALIASES.get(name)
+    quant = getattr(model.config, "quantization_config", None)
+    weights = alias.description if alias else "as loaded from the checkpoint"
+    if quant is not None:
+        weights += f"; quantized at load ({getattr(quant, 'quant_method', 'bitsandbytes')})"
+    return {"model": name, "hub_id": alias.hub_id if alias else name, "weights": weights,
+            "device": str(model_device(model)), "dtype": str(model_dtype(model)).removeprefix("torch.")}
 
 
 def prepare(model: Any, tokenizer: Any) -> tuple[Any, Any]:
@@ -156,33 +193,43 @@ def prepare(model: Any, tokenizer: Any) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def fingerprint(model: Any) -> str:
-    """A short hash that tells base models apart: architecture config plus a sample of the weights.
+_FINGERPRINT_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "vocab_size", "tie_word_embeddings")
 
-    Two random models with the same config but different seeds get different fingerprints; the same model
-    loaded twice (GGUF, converted folder, another process) gets the same one.
+
+def fingerprint(model: Any) -> str:
+    """A short hash that tells base checkpoints apart, whatever device or dtype they were loaded in.
+
+    It hashes the architecture config and 4,096 values of the input embeddings *rounded to bfloat16*, on the
+    CPU: a float32 and a bfloat16 load of one checkpoint give the same values there (the bf16 load rounds the
+    same way), so a module written on a GPU in bf16 reads on a CPU in fp32 and back. Two random models with
+    the same config but different seeds differ; a float16 load (another rounding) or a quantized base differ
+    from the full-precision checkpoint, on purpose.
     """
     import torch
 
     cfg = model.config.to_dict()
-    keep = {
-        k: cfg.get(k)
-        for k in (
-            "model_type",
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "num_key_value_heads",
-            "vocab_size",
-            "tie_word_embeddings",
-        )
-    }
-    h = hashlib.sha256(json.dumps(keep, sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps({k: cfg.get(k) for k in _FINGERPRINT_KEYS}, sort_keys=True).encode())
     emb = model.get_input_embeddings().weight
     with torch.no_grad():
-        sample = emb.detach().flatten()[:4096].to(torch.float32)
-        # Round so that tiny dtype-conversion noise does not change the fingerprint.
+        sample = emb.detach().flatten()[:4096].to("cpu").to(torch.bfloat16).view(torch.int16)
+        h.update(sample.numpy().tobytes())
+        h.update(repr(tuple(emb.shape)).encode())
+    quant = cfg.get("quantization_config")
+    if quant:
+        h.update(json.dumps(quant, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def legacy_fingerprint(model: Any) -> str:
+    """The fingerprint loramem 0.1 recorded (a float32-rounded sample): modules it wrote still open at float32."""
+    import torch
+
+    cfg = model.config.to_dict()
+    h = hashlib.sha256(json.dumps({k: cfg.get(k) for k in _FINGERPRINT_KEYS}, sort_keys=True).encode())
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        sample = emb.detach().flatten()[:4096].to("cpu", torch.float32)
         h.update(torch.round(sample * 1e4).to(torch.int64).numpy().tobytes())
         h.update(repr(round(float(emb.detach().to(torch.float32).abs().mean()), 5)).encode())
     return h.hexdigest()[:16]

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .devices import model_device
 from .phonebook import FIRST, LAST, TITLES
 from .prompts import PromptFormat
 from .types import Fact, Item
@@ -131,8 +132,9 @@ def greedy(model: Any, prompt: PromptFormat, questions: Sequence[str], max_new: 
         for row, e in enumerate(chunk):  # left padding: every prompt ends at the same column
             ids[row, width - len(e) :] = torch.tensor(e)
             mask[row, width - len(e) :] = 1
-        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
-                             pad_token_id=pad, output_scores=True, return_dict_in_generate=True)
+        device = model_device(model)
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new,
+                             do_sample=False, pad_token_id=pad, output_scores=True, return_dict_in_generate=True)
         new = gen.sequences[:, width:]  # [B, T]
         logp = torch.stack([torch.log_softmax(x.float(), -1) for x in gen.scores], 1)  # [B, T, V]
         token_logp = logp.gather(-1, new[..., None])[..., 0]  # [B, T]

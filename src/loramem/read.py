@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .config import ReadConfig
+from .devices import autocast, model_device
 from .prompts import PromptFormat
 
 
@@ -86,7 +87,8 @@ def generate_texts(
 
             extra["logits_processor"] = LogitsProcessorList([recorder])
         t0 = time.perf_counter()
-        out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs, **extra)
+        device = model_device(model)
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs, **extra)
         per_question = (time.perf_counter() - t0) / len(batch)
         for row, i in enumerate(batch):
             new_ids = out[row, width:].tolist()
@@ -150,8 +152,10 @@ def answer_logprobs(
             mask[row, width - len(p) - len(a) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each row's positions start at 0
         extra = {} if adapter_names is None else {"adapter_names": list(adapter_names[start : start + batch_size])}
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep,
-                       **extra).logits.float()  # [B, keep, V]: column width-keep+i is logits[:, i]
+        device = model_device(model)
+        with autocast(model):
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                           logits_to_keep=keep, **extra).logits.float().cpu()  # [B, keep, V]: column width-keep+i
         for row, (_, a) in enumerate(chunk):
             # answer token j sits at column width-len(a)+j and is predicted from the column before it
             idx = torch.arange(keep - len(a) - 1, keep - 1)
@@ -207,7 +211,7 @@ def stream_text(
             return torch.full((input_ids.shape[0],), abandoned.is_set(), dtype=torch.bool)
 
     tok = prompt.tokenizer
-    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]], device=model_device(model))
     streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=False)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "streamer": streamer,

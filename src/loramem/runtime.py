@@ -34,6 +34,10 @@ class Runtime:
     base_params: int
     # The facade's lock over the one model: a write hands it to waiting reads between training steps.
     lock: ModelLock = field(default_factory=ModelLock)
+    # Fingerprints a module may carry and still load here: this one, and loramem 0.1's rule at float32.
+    accepted: frozenset[str] = frozenset()
+    base: dict[str, Any] = field(default_factory=dict)  # models.base_record: recorded with every version
+    model_config: ModelConfig | None = None  # None when opened with an in-memory model (no fan-out then)
 
     @classmethod
     def load(cls, store: ModuleStore, model: ModelConfig, given: tuple[Any, Any] | None, settings: Settings,
@@ -44,6 +48,15 @@ class Runtime:
 
         base, tok = models.prepare(*given) if given is not None else models.load(model)
         fingerprint = models.fingerprint(base)
-        pool = AdapterPool(base, store, fingerprint=fingerprint, model_name=model.name, read=lambda: settings.read)
+        accepted = frozenset({fingerprint, models.legacy_fingerprint(base)})
+        from .devices import model_device
+
+        if model_device(base).type != "cpu":
+            from . import embed
+
+            embed.use_device(str(model_device(base)))  # the embedder follows the base model's device
+        pool = AdapterPool(base, store, fingerprint=fingerprint, accepted=accepted, model_name=model.name,
+                           read=lambda: settings.read)
         return cls(store, pool, PromptFormat(tok, model.system_prompt), routers, settings, model.name, fingerprint,
-                   capacity, models.count_params(base), lock or ModelLock())
+                   capacity, models.count_params(base), lock or ModelLock(), accepted,
+                   models.base_record(base, model.name), model if given is None else None)

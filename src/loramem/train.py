@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import LoraSpec, TrainConfig
+from .devices import autocast, model_device
 from .prompts import PromptFormat
 from .types import Example
 
@@ -113,7 +114,8 @@ def pack(encoded: Sequence[Encoded], order: Sequence[int], seq_len: int) -> list
     return rows
 
 
-def collate(encoded: Sequence[Encoded], rows: Sequence[list[int]], pad_id: int) -> Batch:
+def collate(encoded: Sequence[Encoded], rows: Sequence[list[int]], pad_id: int, device: Any = None) -> Batch:
+    """Rows of packed examples as one batch, built on the CPU and moved to ``device`` (the model's)."""
     length = max(sum(len(encoded[i][0]) for i in row) for row in rows)
     B = len(rows)
     input_ids = torch.full((B, length), pad_id, dtype=torch.long)
@@ -134,6 +136,9 @@ def collate(encoded: Sequence[Encoded], rows: Sequence[list[int]], pad_id: int) 
         real += t
         # The tail (if any) is one more "example" of padding; its positions restart so it stays masked off.
         position_ids[b, t:] = torch.arange(length - t)
+    if device is not None and device.type != "cpu":
+        input_ids, position_ids, loss_mask, example_index = (
+            t.to(device, non_blocking=True) for t in (input_ids, position_ids, loss_mask, example_index))
     return Batch(input_ids, position_ids, loss_mask, example_index, real)
 
 
@@ -158,8 +163,9 @@ def _head(model: Any) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def loss_on_batch(model: Any, batch: Batch) -> torch.Tensor:
-    h, targets, _ = _targets(model, batch)
-    logits = _head(model)(h).float()  # [n, V]: only answer positions go through the LM head
+    with autocast(model):
+        h, targets, _ = _targets(model, batch)
+        logits = _head(model)(h).float()  # [n, V]: only answer positions go through the LM head
     return F.cross_entropy(logits, targets)
 
 
@@ -175,8 +181,9 @@ class Preservation:
 
 def _offsets(owners: torch.Tensor, n_examples: int) -> torch.Tensor:
     """Index of each selected position within its example (an example's positions are contiguous)."""
-    idx = torch.arange(owners.numel())
-    first = torch.full((n_examples,), owners.numel(), dtype=torch.long).scatter_reduce(0, owners, idx, reduce="amin")
+    idx = torch.arange(owners.numel(), device=owners.device)
+    first = torch.full((n_examples,), owners.numel(), dtype=torch.long, device=owners.device)
+    first = first.scatter_reduce(0, owners, idx, reduce="amin")
     return idx - first[owners]
 
 
@@ -194,16 +201,18 @@ def base_distributions(model: Any, prompt: PromptFormat, prompts: Sequence[str],
             # Positions that predict cont[0..k-1]: the last prompt position and cont[:-1] (cont[-1] only as input).
             ids, mask = (p_ids + cont)[-config.seq_len :], ([False] * len(p_ids) + [True] * len(cont))[-config.seq_len :]
             encoded.append((ids, [False] + mask[1:]))
-        counts = torch.tensor([sum(m[1:]) for _, m in encoded])
+        device = model_device(model)
+        counts = torch.tensor([sum(m[1:]) for _, m in encoded], device=device)
         start = torch.cumsum(counts, 0) - counts
-        top_ids = torch.zeros((int(counts.sum()), KL_TOP_K), dtype=torch.long)
-        top_logp = torch.zeros((int(counts.sum()), KL_TOP_K))
+        top_ids = torch.zeros((int(counts.sum()), KL_TOP_K), dtype=torch.long, device=device)
+        top_logp = torch.zeros((int(counts.sum()), KL_TOP_K), device=device)
         rows = pack(encoded, range(len(encoded)), config.seq_len)
         per_step = max(1, config.batch_tokens // config.seq_len) * 2  # no backward: bigger batches fit
         for s in range(0, len(rows), per_step):
-            batch = collate(encoded, rows[s : s + per_step], pad_id)
-            h, _, owners = _targets(model, batch)  # [n, H]
-            logp = F.log_softmax(_head(model)(h).float(), -1)  # [n, V]
+            batch = collate(encoded, rows[s : s + per_step], pad_id, device)
+            with autocast(model):
+                h, _, owners = _targets(model, batch)  # [n, H]
+                logp = F.log_softmax(_head(model)(h).float(), -1)  # [n, V]
             k = min(KL_TOP_K, logp.shape[-1])
             top = logp.topk(k, -1)
             flat = start[owners] + _offsets(owners, len(encoded))
@@ -215,8 +224,9 @@ def base_distributions(model: Any, prompt: PromptFormat, prompts: Sequence[str],
 
 def kl_on_batch(model: Any, batch: Batch, pres: Preservation) -> torch.Tensor:
     """Mean over positions of KL(base || adapted), on the top-K + rest coarsening of both distributions."""
-    h, _, owners = _targets(model, batch)  # [n, H] at the kept positions of the preservation prompts
-    logq = F.log_softmax(_head(model)(h).float(), -1)  # [n, V] adapted
+    with autocast(model):
+        h, _, owners = _targets(model, batch)  # [n, H] at the kept positions of the preservation prompts
+        logq = F.log_softmax(_head(model)(h).float(), -1)  # [n, V] adapted
     flat = pres.start[owners] + _offsets(owners, len(pres.encoded))
     ids, logp = pres.top_ids[flat], pres.top_logp[flat]  # [n, K] base
     logq_k = logq.gather(-1, ids)  # [n, K]
@@ -234,13 +244,15 @@ def exact_recall(model: Any, encoded: Sequence[Encoded], seq_len: int, batch_tok
         return []
     was_training = model.training
     model.eval()
-    wrong = torch.zeros(len(encoded), dtype=torch.long)
+    device = model_device(model)
+    wrong = torch.zeros(len(encoded), dtype=torch.long, device=device)
     rows = pack(encoded, range(len(encoded)), seq_len)
     per_step = max(1, batch_tokens // seq_len) * 2  # no backward: bigger batches fit
     for s in range(0, len(rows), per_step):
-        batch = collate(encoded, rows[s : s + per_step], pad_id)
-        h, targets, owners = _targets(model, batch)
-        preds = _head(model)(h).argmax(-1)
+        batch = collate(encoded, rows[s : s + per_step], pad_id, device)
+        with autocast(model):
+            h, targets, owners = _targets(model, batch)
+            preds = _head(model)(h).argmax(-1)
         wrong.index_add_(0, owners, (preds != targets).long())
     model.train(was_training)
     return (wrong == 0).tolist()
@@ -283,6 +295,7 @@ def train(
     probe_enc = encode_all(probes, prompt, config.seq_len)
     pad_id = prompt.tokenizer.pad_token_id if prompt.tokenizer.pad_token_id is not None else 0
 
+    device = model_device(model)
     params = [p for n, p in model.named_parameters() if p.requires_grad]
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert params and all(f".{adapter_name}." in n or n.endswith(f".{adapter_name}") for n in names), names[:3]
@@ -346,7 +359,7 @@ def train(
             rows = pack(enc, this_pass(), config.seq_len)
             rng.shuffle(rows)
             for s in range(0, len(rows), rows_per_step):
-                batch = collate(enc, rows[s : s + rows_per_step], pad_id)
+                batch = collate(enc, rows[s : s + rows_per_step], pad_id, device)
                 t0 = time.perf_counter()
                 loss = ce = loss_on_batch(model, batch)
                 kl = None
@@ -356,7 +369,8 @@ def train(
                         rng.shuffle(fresh)
                         kl_order += fresh
                     pick, kl_order = kl_order[: config.kl_prompts_per_step], kl_order[config.kl_prompts_per_step :]
-                    kl = kl_on_batch(model, collate(pres.encoded, pack(pres.encoded, pick, config.seq_len), pad_id), pres)
+                    kl_batch = collate(pres.encoded, pack(pres.encoded, pick, config.seq_len), pad_id, device)
+                    kl = kl_on_batch(model, kl_batch, pres)
                     loss = ce + lam * kl
                 loss.backward()
                 if config.max_grad_norm > 0:
@@ -422,9 +436,9 @@ def target_modules(model: Any, spec: LoraSpec) -> str | list[str]:
     """Leaf names of the linear layers a LoraSpec targets in this architecture."""
     if not isinstance(spec.target, str):
         return list(spec.target)
-    if spec.target == "all-linear":
-        return "all-linear"
-    hints = _ATTN_HINTS if spec.target == "attention" else _MLP_HINTS
+    if spec.target == "all-linear" and spec.layers is None:
+        return "all-linear"  # peft refuses the string with layers_to_transform: name the leaves then
+    hints = ("",) if spec.target == "all-linear" else _ATTN_HINTS if spec.target == "attention" else _MLP_HINTS
     leaves: set[str] = set()
     every: set[str] = set()
     for name, module in model.named_modules():

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .config import LoraSpec, SynthConfig, TrainConfig
+from .config import LoraSpec, ModelConfig, Settings, SynthConfig, TrainConfig
 from .incremental import Incremental, warn_below_target
 from .plan import Assignment
 from .runtime import Runtime
@@ -37,8 +37,11 @@ def write(
     synth: SynthConfig | None = None,
     llm: Any | None = None,
     preserve: Sequence[str] | None = None,
+    executor: Any | None = None,
 ) -> WriteReport:
-    """``KnowledgeMemory.write``: see its docstring."""
+    """``KnowledgeMemory.write``: see its docstring. ``executor`` (``loramem.fanout``) trains the modules of a
+    plan that holds several as parallel jobs, each from the store as it was before the write; the versions are
+    committed here, one transaction each, in plan order."""
     new_items = as_items(items)
     check_namespace(namespace)
     if module is not None:
@@ -78,12 +81,41 @@ def write(
             assignments = [Assignment(dest, module, lora or rt.settings.lora, new, f"module={module} given")]
         else:
             assignments = plan(rt, namespace, current, new, new_examples, lora, split)
-        reports = []
-        for a in assignments:
+        def examples_of(a: Assignment) -> list[Example]:
             ids = {it.id for it in a.items}
-            reports.append(write_module(rt, namespace, a, [e for e in new_examples if e.item_id in ids], tcfg, scfg,
-                                        preserve=list(preserve or ()), synth_seconds=synth_s))
+            return [e for e in new_examples if e.item_id in ids]
+
+        if executor is not None and len(assignments) > 1:
+            jobs = [WriteJob(str(store.root), job_model(rt), rt.settings, namespace, a, examples_of(a), tcfg, scfg,
+                             list(preserve or ()), synth_s) for a in assignments]
+            reports = [commit_trained(rt, t) for t in executor.train(jobs)]
+        else:
+            reports = [write_module(rt, namespace, a, examples_of(a), tcfg, scfg, preserve=list(preserve or ()),
+                                    synth_seconds=synth_s) for a in assignments]
     return combine_reports(reports, lock_wait, synth_s, time.perf_counter() - t_start)
+
+
+@dataclasses.dataclass
+class WriteJob:
+    """One module of a write plan, as a worker trains it (``loramem.fanout.run_job``). Everything in it pickles."""
+
+    store: str
+    model: ModelConfig
+    settings: Settings
+    namespace: str
+    assignment: Assignment
+    new_examples: list[Example]
+    train: TrainConfig
+    synth: SynthConfig
+    preserve: list[str]
+    synth_seconds: float
+
+
+def job_model(rt: Runtime) -> ModelConfig:
+    if rt.model_config is None:
+        raise ValueError("fanning a write out needs a base model the workers can load by name; this memory was "
+                         "opened with an in-memory (model, tokenizer) pair: pass model= a name or folder instead")
+    return rt.model_config
 
 
 def plan(
@@ -116,6 +148,37 @@ def write_module(
     when ``kl_weight`` is None; see ``preservation``. ``synth_seconds``: what synthesizing the new examples took
     (done once per write, before planning), counted in the version's ``write_seconds``.
     """
+    return commit_trained(rt, train_module(rt, namespace, a, new_examples, tcfg, scfg, fresh=fresh, keep=keep,
+                                           removed=removed, edit=edit, preserve=preserve,
+                                           synth_seconds=synth_seconds))
+
+
+@dataclasses.dataclass
+class Trained:
+    """A module version trained and not committed yet: what ``train_module`` hands to ``commit_trained``, in
+    this process or back from a worker (``loramem.fanout``). Everything in it pickles."""
+
+    namespace: str
+    module_id: str
+    spec: LoraSpec
+    peft_cfg: Any
+    state: dict[str, Any]
+    trainable: int
+    knowledge: int
+    recall: float
+    fields: dict[str, Any]  # the version's report row
+    new_items: list[Item]
+    new_examples: list[Example]
+    held: list[str]  # every item id the version holds
+    report: WriteReport  # version 0 until committed
+
+
+def train_module(
+    rt: Runtime, namespace: str, a: Assignment, new_examples: list[Example], tcfg: TrainConfig, scfg: SynthConfig,
+    *, fresh: bool = False, keep: list[str] | None = None, removed: list[str] | None = None,
+    edit: bool = False, preserve: Sequence[str] = (), synth_seconds: float = 0.0,
+) -> Trained:
+    """``write_module`` up to the commit: train the version and measure it; the store is only read."""
     from .train import count_knowledge_tokens
 
     t_start = time.perf_counter()
@@ -164,32 +227,14 @@ def write_module(
         "replay": replay,
         # What this version cost the writer, synthesis to commit (the save itself is a sliver): `loramem ls`.
         "write_seconds": round(synth_seconds + time.perf_counter() - t_start, 3),
+        "base": rt.base,  # the checkpoint and the weights as loaded (the embedded model: dequantised Q4_1)
         **with_context,
         **({"removed": removed} if removed else {}),
     }
-    t0 = time.perf_counter()
-    version = store.commit_version(
-        module_id=module_id,
-        namespace=namespace,
-        adapter_config=peft_cfg,
-        state=state,
-        base_model=rt.model_name,
-        base_fingerprint=rt.fingerprint,
-        lora_spec=spec.to_dict(),
-        trainable_params=trainable,
-        knowledge_tokens=knowledge,
-        recall=result.recall,
-        report=report_fields,
-        new_items=a.items,
-        new_examples=new_examples,
-        held_item_ids=sorted(held | {it.id for it in a.items}),
-    )
-    save_s = time.perf_counter() - t0
-    rt.routers.forget(module_id)
-    return WriteReport(
+    report = WriteReport(
         namespace=namespace,
         module_id=module_id,
-        version=version,
+        version=0,
         items_written=len(a.items),
         items_total=len(held) + len(a.items),
         examples=len([e for e in examples if e.trained]),
@@ -203,10 +248,27 @@ def write_module(
         tokens_per_second=result.tokens_per_second,
         trainable_params=trainable,
         timings={"train": result.train_seconds, "recall_checks": result.eval_seconds + replay["check_seconds"],
-                 "train_wall": train_wall, "save": save_s, "preserve_setup": preserved["setup_seconds"]},
+                 "train_wall": train_wall, "preserve_setup": preserved["setup_seconds"]},
         details={"preserve": preserved, "replay": replay, **with_context},
         slipped=list(incremental.slipped),
     )
+    return Trained(namespace, module_id, spec, peft_cfg, state, trainable, knowledge, result.recall, report_fields,
+                   list(a.items), list(new_examples), sorted(held | {it.id for it in a.items}), report)
+
+
+def commit_trained(rt: Runtime, t: Trained) -> WriteReport:
+    """Commit a trained version atomically (``ModuleStore.commit_version``); the caller holds the write lock."""
+    t0 = time.perf_counter()
+    version = rt.store.commit_version(
+        module_id=t.module_id, namespace=t.namespace, adapter_config=t.peft_cfg, state=t.state,
+        base_model=rt.model_name, base_fingerprint=rt.fingerprint, lora_spec=t.spec.to_dict(),
+        trainable_params=t.trainable, knowledge_tokens=t.knowledge, recall=t.recall, report=t.fields,
+        new_items=t.new_items, new_examples=t.new_examples, held_item_ids=t.held,
+    )
+    save_s = time.perf_counter() - t0
+    rt.routers.forget(t.module_id)
+    return dataclasses.replace(t.report, version=version, seconds=t.report.seconds + save_s,
+                               timings={**t.report.timings, "save": save_s})
 
 
 def preservation(
@@ -229,11 +291,15 @@ def preservation(
     elif lam is None and given:
         lam, why = tcfg.edit_kl_weight, "preserve= given"
     elif lam is None and facts:
+        import random
+
+        sample = facts if len(facts) <= tcfg.known_sample else random.Random(tcfg.seed).sample(facts, tcfg.known_sample)
         with rt.pool.activate([BASE]):
-            flags = known(rt.pool.model, rt.prompt, facts, tcfg.known_logprob, tcfg.kl_tokens)
-        on = sum(flags) >= tcfg.known_share * len(facts)
+            flags = known(rt.pool.model, rt.prompt, sample, tcfg.known_logprob, tcfg.kl_tokens)
+        on = sum(flags) >= tcfg.known_share * len(sample)
         lam = tcfg.edit_kl_weight if on else 0.0
-        why = f"base model knows {sum(flags)}/{len(facts)} facts ({'>=' if on else '<'} known_share)"
+        of = f" (a sample of the {len(facts)})" if len(sample) < len(facts) else ""
+        why = f"base model knows {sum(flags)}/{len(sample)} facts{of} ({'>=' if on else '<'} known_share)"
     elif lam is None:
         lam, why = 0.0, "new knowledge (no facts to check)"
     tcfg = dataclasses.replace(tcfg, kl_weight=lam)
