@@ -104,11 +104,6 @@ def autocast(model: Any) -> Iterator[None]:
         yield
 
 
-def describe(model: Any) -> str:
-    """``"cuda:0 bfloat16"``: for reports and error messages."""
-    return f"{model_device(model)} {str(model_dtype(model)).removeprefix('torch.')}"
-
-
 def _mps_available() -> bool:
     import torch
 

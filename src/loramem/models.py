@@ -41,9 +41,6 @@ ALIASES: dict[str, Alias] = {
     ),
 }
 
-_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-
-
 def cache_dir() -> Path:
     """Where converted models live: $LORAMEM_CACHE, else $XDG_CACHE_HOME/loramem, else ~/.cache/loramem."""
     env = os.environ.get("LORAMEM_CACHE")
@@ -197,6 +194,10 @@ _FINGERPRINT_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidd
                      "num_key_value_heads", "vocab_size", "tie_word_embeddings")
 
 
+def _config_hash(cfg: dict[str, Any]) -> Any:
+    return hashlib.sha256(json.dumps({k: cfg.get(k) for k in _FINGERPRINT_KEYS}, sort_keys=True).encode())
+
+
 def fingerprint(model: Any) -> str:
     """A short hash that tells base checkpoints apart, whatever device or dtype they were loaded in.
 
@@ -209,7 +210,7 @@ def fingerprint(model: Any) -> str:
     import torch
 
     cfg = model.config.to_dict()
-    h = hashlib.sha256(json.dumps({k: cfg.get(k) for k in _FINGERPRINT_KEYS}, sort_keys=True).encode())
+    h = _config_hash(cfg)
     emb = model.get_input_embeddings().weight
     with torch.no_grad():
         sample = emb.detach().flatten()[:4096].to("cpu").to(torch.bfloat16).view(torch.int16)
@@ -225,8 +226,7 @@ def legacy_fingerprint(model: Any) -> str:
     """The fingerprint loramem 0.1 recorded (a float32-rounded sample): modules it wrote still open at float32."""
     import torch
 
-    cfg = model.config.to_dict()
-    h = hashlib.sha256(json.dumps({k: cfg.get(k) for k in _FINGERPRINT_KEYS}, sort_keys=True).encode())
+    h = _config_hash(model.config.to_dict())
     emb = model.get_input_embeddings().weight
     with torch.no_grad():
         sample = emb.detach().flatten()[:4096].to("cpu", torch.float32)
