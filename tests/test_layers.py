@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "train": 2, "read": 2, "synth": 2, "preserve": 2,
     "adapters": 3, "route": 3, "plan": 3, "runtime": 3,
     "writing": 4, "edits": 4, "querying": 4, "compose": 4, "recall": 4, "interop": 4, "buffer": 4,
-    "consolidator": 4, "incremental": 4, "fanout": 4, "export": 4,
+    "consolidator": 4, "incremental": 4, "fanout": 4, "export": 4, "engine": 4, "serve": 4,
     "memory": 5, "shortterm": 5,
     "readers": 6, "calibration": 6, "cli": 6, "demo": 6,
 }

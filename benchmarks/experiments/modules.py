@@ -12,7 +12,8 @@ One store, written once, measured five ways (``ModulesOptions``; ``k = options.m
 4. update/delete: forget ``options.changes`` entries of one module and update as many of another (verified by
    ``KnowledgeMemory``), rebuild time against rewriting every module, and the generated answers afterwards;
 5. selection: every question read with oracle routing, the embedding router's top-1, its top-k with selection
-   (each routed module one row of a mixed batch, the surest answer kept) and its top-k merged (each of
+   (each routed module within ``ReadConfig.select_margin`` of the best routing score one row of a mixed batch,
+   the surest answer kept), the same with no margin (every routed module competes) and its top-k merged (each of
    ``options.select_merge_methods``). Per question: ``route_correct`` (the gold module among the routed),
    ``selected_correct`` (the gold module the one that answered; not for merges, which choose none) and
    ``correct``; per way, those shares and ``selected_given_routed`` (selection accuracy where routing was right).
@@ -25,6 +26,7 @@ figures; ``samples.jsonl``: every answer.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from typing import TYPE_CHECKING, Any
@@ -232,14 +234,24 @@ class ModulesExperiment:
             ("selection: oracle", {"modules": self.oracle}),
             ("selection: embedding top-1", {"route": "embedding", "top_k": 1}),
             (f"selection: embedding top-{k} select", {"route": "embedding", "top_k": k}),
+            # The same without the router-score margin: every routed module competes on confidence alone.
+            (f"selection: embedding top-{k} select, no margin", {"route": "embedding", "top_k": k,
+                                                                 "select_margin": None}),
         ]
         for method in self.opts.select_merge_methods:
             ways.append((f"selection: embedding top-{k} merge {method}",
                          {"route": "embedding", "top_k": k, "merge": method}))
         summary: dict[str, Any] = {"top_k": k, "ways": {}}
+        default_read = mem.read_config
         for name, kwargs in ways:
-            with Timer() as t:
-                answers = mem.ask(qs, namespace="pb", **kwargs)
+            ask_kwargs = {key: v for key, v in kwargs.items() if key != "select_margin"}
+            if "select_margin" in kwargs:
+                mem.read_config = dataclasses.replace(default_read, select_margin=kwargs["select_margin"])
+            try:
+                with Timer() as t:
+                    answers = mem.ask(qs, namespace="pb", **ask_kwargs)
+            finally:
+                mem.read_config = default_read
             merged = "merge" in kwargs
             extra = []
             for a, gold in zip(answers, self.oracle):
@@ -253,6 +265,7 @@ class ModulesExperiment:
                 hit = [e["selected_correct"] for e in extra if e["route_correct"]]
                 row["selected_given_routed"] = round(sum(hit) / len(hit), 4) if hit else None
             summary["ways"][name] = {"kwargs": {key: v for key, v in kwargs.items() if key != "modules"},
+                                     "select_margin": kwargs.get("select_margin", default_read.select_margin),
                                      **row["metrics"], "selected_given_routed": row.get("selected_given_routed")}
             self.say(f"{name}: " + ", ".join(f"{key} {v:.3f}" for key, v in row["metrics"].items()))
         self.point["selection"] = summary

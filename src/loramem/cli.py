@@ -1,5 +1,5 @@
 """The ``loramem`` command: write, remember, consolidate, ask, ls, forget, update, calibrate, export, validate,
-demo."""
+serve, demo."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ EPILOG = """quick start:
   loramem forget --store ./mem -n contacts
   loramem validate --store ./mem MODULE --for vllm                     # what an engine would refuse
   loramem export --store ./mem MODULE --to gguf --out m.gguf           # llama.cpp adapter (or --to peft)
+  loramem serve --store ./mem --port 8000                              # vLLM, every module, kept in step
+  loramem ask --store ./mem --engine-url http://127.0.0.1:8000 "..."   # read through that server
 
 input files: .jsonl (one object per line: {"subject","relation","object"} is a fact, {"text","title"} a
 document) or .txt (the whole file is one document)."""
@@ -68,7 +70,7 @@ def read_items(path: str | os.PathLike[str]) -> list[Item]:
 
 
 def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .config import LoraSpec, ModelConfig, TrainConfig
+    from .config import LoraSpec, ModelConfig, ReadConfig, TrainConfig
     from .memory import KnowledgeMemory
 
     train = TrainConfig()
@@ -78,7 +80,10 @@ def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if getattr(args, "max_steps", None):
         train = TrainConfig(max_steps=args.max_steps)
     model = ModelConfig(name=args.model, device=getattr(args, "device", "auto"), dtype=getattr(args, "dtype", "auto"))
-    return KnowledgeMemory.open(args.store, model=model, lora=lora, train=train)
+    read = ReadConfig()
+    if getattr(args, "engine_url", None):
+        read = ReadConfig(engine="vllm", engine_url=args.engine_url)
+    return KnowledgeMemory.open(args.store, model=model, lora=lora, train=train, read=read)
 
 
 def cmd_write(args: argparse.Namespace) -> int:
@@ -275,6 +280,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import ServeError, serve
+
+    try:
+        return serve(args.store, model=args.model, host=args.host, port=args.port, python=args.python,
+                     dtype=args.dtype, rank=args.max_lora_rank, max_loras=args.max_loras,
+                     max_model_len=args.max_model_len, poll=args.poll, unload_after=args.unload_after,
+                     ready_timeout=args.ready_timeout,
+                     extra=args.vllm_args, say=lambda line: print(f"loramem serve: {line}", flush=True))
+    except ServeError as exc:
+        print(f"loramem serve: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -328,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="a file of questions, one per line")
     p.add_argument("--base", action="store_true", help="answer with the base model, no module")
     p.add_argument("--json", action="store_true", help="one JSON object per answer")
+    p.add_argument("--engine-url", help="generate on this vLLM server (`loramem serve`) instead of in-process")
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("ls", help="list modules: rank, items, knowledge tokens, recall")
@@ -380,6 +400,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vllm: the server's --max-lora-rank (default 64)")
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("serve", help="an OpenAI-compatible vLLM server of the store's modules (make serve-venv)")
+    p.add_argument("--store", default="./mem", help="store folder (default ./mem)")
+    p.add_argument("--model", default=None, help="base model (default: the one the store's modules were written on)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--python", help="the Python with vLLM (default $LORAMEM_VLLM_PYTHON, else ./.venv-serve)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "auto"], default=None,
+                   help="vLLM's dtype (default float32 without an NVIDIA GPU, as loramem reads on a CPU; else bfloat16)")
+    p.add_argument("--max-lora-rank", type=int, choices=list(VLLM_MAX_LORA_RANKS),
+                   help="default: the smallest allowed value that holds every module (at least 16)")
+    p.add_argument("--max-loras", type=int, default=4, help="adapters in one batch (default 4)")
+    p.add_argument("--max-model-len", type=int, default=2048, help="longest prompt + answer in tokens (default 2048)")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the store for new versions")
+    p.add_argument("--unload-after", type=float, default=60.0, help="seconds a superseded version stays loaded")
+    p.add_argument("--ready-timeout", type=float, default=900.0, help="seconds to wait for vLLM to start")
+    p.add_argument("vllm_args", nargs="*", help="more vLLM arguments, after --")
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("demo", help="write and ask 100 PhoneBook entries on the embedded model")
     p.add_argument("--entries", type=int, default=100)
     p.add_argument("--store", default=None, help="store folder (default: a new temporary folder)")
@@ -394,7 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except (InputError, StoreError, KeyError, ValueError, ImportError) as exc:  # DeviceError is a ValueError
+    except (InputError, StoreError, KeyError, ValueError, ImportError,
+            ConnectionError) as exc:  # DeviceError is a ValueError; EngineUnavailable a ConnectionError
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"loramem {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
 Two ways a question gets more than one candidate answer, both rows of one generation pass:
 
 - **selection** (``ReadConfig.compose="select"``, the default for top-k > 1): a question routed to k modules
-  becomes k rows, one per module (a peft mixed-adapter batch, ``adapter_names=``). No weights are combined,
+  becomes a row per module whose routing score is within ``ReadConfig.select_margin`` of the best (a peft
+  mixed-adapter batch, ``adapter_names=``). No weights are combined,
   so modules trained from different random starts cannot interfere (merging them adds cross terms B_i A_j:
   it recalls almost nothing on memorisation modules, see the README).
 - **the gate** (``ask(..., context=..., combine="gate")``): with a context, each module row is answered twice,
@@ -24,12 +25,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import COMBINE_MODES, COMPOSE_MODES, ReadConfig
 from .runtime import Runtime
 from .store import ModuleInfo
 from .types import Answer
+
+if TYPE_CHECKING:
+    from .read import Generated
 
 Selection = list[list[tuple[ModuleInfo, float]]]  # per question: (module version, routing score), best first
 SIDES = ("closed", "context")  # the gate's two prompts; "stack" is the one prompt when nothing is gated
@@ -80,16 +84,28 @@ def choose(candidates: Sequence[Candidate]) -> int:
     return min(range(len(candidates)), key=key)
 
 
+def competing(routed: list[tuple[ModuleInfo, float]], margin: float | None) -> list[tuple[ModuleInfo, float]]:
+    """The routed modules that compete on confidence under selection: those whose routing score is within
+    ``margin`` of the best one (all of them when ``margin`` is None). A module the router ranks clearly lower
+    does not get to answer: a memorisation module is sure of its own facts whatever it is asked."""
+    if margin is None or len(routed) <= 1:
+        return routed
+    best = max(score for _, score in routed)
+    return [(info, score) for info, score in routed if score >= best - margin]
+
+
 def plan(questions: Sequence[str], prompts: Sequence[str], closed: Sequence[str | None] | None, selection: Selection,
-         compose: str) -> list[Candidate]:
+         compose: str, margin: float | None = None) -> list[Candidate]:
     """The rows of the batch, question by question, in router order.
 
     ``prompts``: each question's prompt as the caller asked it (with its context, if any); ``closed``: the
-    closed-book prompt of each gated question (None where it has no context to gate, or no gate at all).
+    closed-book prompt of each gated question (None where it has no context to gate, or no gate at all);
+    ``margin``: ``ReadConfig.select_margin`` (see ``competing``).
     """
     rows: list[Candidate] = []
     for i in range(len(questions)):
-        infos = [info for info, _ in selection[i]]
+        routed = competing(selection[i], margin) if compose == "select" else selection[i]
+        infos = [info for info, _ in routed]
         sets = [[info] for info in infos] if compose == "select" and len(infos) > 1 else [infos]
         shut = closed[i] if closed else None
         sides = [("stack", prompts[i])] if shut is None else [("closed", shut), ("context", prompts[i])]
@@ -99,20 +115,34 @@ def plan(questions: Sequence[str], prompts: Sequence[str], closed: Sequence[str 
 
 def run(rt: Runtime, rows: list[Candidate], cfg: ReadConfig, merge: str | None,
         stop: Sequence[str] | None = None) -> float:
-    """Generate every row in one pass (one adapter per row); fills answers and scores. Returns load seconds."""
+    """Generate every row in one pass (one adapter per row); fills answers and scores. Returns load seconds
+    of the adapters loaded in-process (rows a vLLM server answers, under ``ReadConfig.engine="vllm"``, load none)."""
     from .read import generate_texts
 
-    t0 = time.perf_counter()
-    names = rt.pool.names_for([r.infos for r in rows], merge)
-    load_s = time.perf_counter() - t0
     per_q: dict[int, int] = {}
     for r in rows:
         per_q[r.question] = per_q.get(r.question, 0) + 1
     scores = any(n > 1 for n in per_q.values())  # only a choice needs the scores
-    pool = rt.pool
-    outs = pool.run(names, lambda idx, kw: generate_texts(
-        pool.model, rt.prompt, [rows[i].text for i in idx], cfg, stop=stop, scores=scores, **kw))
+    outs: list[Generated | None] = [None] * len(rows)
+    if cfg.engine == "vllm":
+        from . import engine
+
+        try:
+            outs = engine.generate(rt.store, rt.prompt, [r.text for r in rows], [r.infos for r in rows], cfg, stop)
+        except engine.EngineUnavailable as exc:
+            engine.unavailable(cfg, exc)  # raises, or warns that these rows answer in-process
+    local = [i for i, g in enumerate(outs) if g is None]  # every row in-process, or merged rows a server lacks
+    pool, load_s = rt.pool, 0.0
+    if local:
+        t0 = time.perf_counter()
+        names = pool.names_for([rows[i].infos for i in local], merge)
+        load_s = time.perf_counter() - t0
+        done = pool.run(names, lambda idx, kw: generate_texts(
+            pool.model, rt.prompt, [rows[local[i]].text for i in idx], cfg, stop=stop, scores=scores, **kw))
+        for i, g in zip(local, done):
+            outs[i] = g
     for r, g in zip(rows, outs):
+        assert g is not None
         r.answer, r.score, r.seconds = g.text, g.logprob, g.seconds
         r.input_tokens, r.output_tokens = g.input_tokens, g.output_tokens
     return load_s

@@ -324,6 +324,8 @@ class TrainConfig(_Config):
 MERGE_METHODS = ("ties", "linear", "dare_ties", "dare_linear", "cat", "svd")
 COMPOSE_MODES = ("select", "merge")
 COMBINE_MODES = ("stack", "gate")
+ENGINES = ("local", "vllm")
+ENGINE_FALLBACKS = ("error", "local")
 
 
 @dataclass
@@ -340,6 +342,10 @@ class ReadConfig(_Config):
         "A question routed to several modules: 'select' runs each module as its own row of one mixed-adapter "
         "batch and keeps the answer its module is surest of (mean log-likelihood per token); 'merge' merges "
         "them into one adapter (see merge). ask(merge=...) given explicitly always merges.", default="select")
+    select_margin: float | None = _help(
+        "compose='select': only the routed modules whose routing score is within this of the best one compete on "
+        "confidence; the others do not answer (a memorisation module is sure of its own facts whatever it is "
+        "asked). None: every routed module competes. Modules given explicitly (modules=) all score 1.", default=0.1)
     merge: str = _help(f"How several modules answering one question are merged under compose='merge': one of "
                        f"{MERGE_METHODS}.", default="ties")
     combine: Literal["stack", "gate"] = _help(
@@ -354,6 +360,15 @@ class ReadConfig(_Config):
                                 "off: one pass per module.", default=True)
     cache_mb: float = _help("Memory budget of loaded adapters (LRU); the least recently used are unloaded.",
                             default=1024.0)
+    engine: Literal["local", "vllm"] = _help(
+        "Who generates: 'local' (the in-process model) or 'vllm' (a vLLM server, see `loramem serve`; loramem "
+        "still routes, builds the prompts and chooses between rows). Scoring (logprobs) and streaming stay "
+        "in-process.", default="local")
+    engine_url: str | None = _help("engine='vllm': the server's base URL, e.g. http://127.0.0.1:8000.", default=None)
+    engine_fallback: Literal["error", "local"] = _help(
+        "engine='vllm' and the server cannot be reached: 'error' raises EngineUnavailable naming the URL; 'local' "
+        "warns and answers in-process.", default="error")
+    engine_timeout: float = _help("engine='vllm': seconds one request to the server may take.", default=300.0)
 
     def __post_init__(self) -> None:
         _expect(self.max_new_tokens >= 1, "max_new_tokens", "an int >= 1", self.max_new_tokens)
@@ -363,8 +378,17 @@ class ReadConfig(_Config):
         _expect(-1.0 <= self.threshold <= 1.0, "threshold", "a cosine similarity in [-1, 1]", self.threshold)
         _expect(self.merge in MERGE_METHODS, "merge", f"one of {MERGE_METHODS}", self.merge)
         _expect(self.compose in COMPOSE_MODES, "compose", f"one of {COMPOSE_MODES}", self.compose)
+        _expect(self.select_margin is None or self.select_margin >= 0, "select_margin", "None or a score margin >= 0",
+                self.select_margin)
         _expect(self.combine in COMBINE_MODES, "combine", f"one of {COMBINE_MODES}", self.combine)
         _expect(self.cache_mb > 0, "cache_mb", "> 0", self.cache_mb)
+        _expect(self.engine in ENGINES, "engine", f"one of {ENGINES}", self.engine)
+        _expect(self.engine_fallback in ENGINE_FALLBACKS, "engine_fallback", f"one of {ENGINE_FALLBACKS}",
+                self.engine_fallback)
+        _expect(self.engine != "vllm" or (isinstance(self.engine_url, str) and self.engine_url.startswith(
+            ("http://", "https://"))), "engine_url", "an http(s):// URL of the vLLM server when engine='vllm'",
+            self.engine_url)
+        _expect(self.engine_timeout > 0, "engine_timeout", "> 0 seconds", self.engine_timeout)
         _expect(self.pending_k >= 0, "pending_k", "an int >= 0", self.pending_k)
         _expect(-1.0 <= self.pending_threshold <= 1.0, "pending_threshold", "a cosine similarity in [-1, 1]",
                 self.pending_threshold)

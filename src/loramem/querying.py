@@ -212,7 +212,7 @@ def _generate(
     between (``ReadConfig.compose="select"``) unless ``merge`` is given or the config says merge.
     """
     _, how = compose.modes(rt.settings.read, None, merge)
-    rows = compose.plan(questions, texts, closed, selection, how)
+    rows = compose.plan(questions, texts, closed, selection, how, rt.settings.read.select_margin)
     load_s = compose.run(rt, rows, read_config(rt, max_new_tokens), merge, stop)
     return compose.answers(questions, rows, selection, routed, reader, load_s)
 
@@ -247,7 +247,9 @@ def logprobs(
     selection, _ = select(rt, questions, namespace, module, modules, route)
     _, how = compose.modes(rt.settings.read, None, merge)
     # Per question, the adapter rows that score it: each module (selection) or the one (merged) adapter.
-    sets = [[[i] for i, _ in sel] if how == "select" and len(sel) > 1 else [[i for i, _ in sel]] for sel in selection]
+    margin = rt.settings.read.select_margin
+    sets = [[[i] for i, _ in compose.competing(sel, margin)] if how == "select" and len(sel) > 1
+            else [[i for i, _ in sel]] for sel in selection]
     set_names = rt.pool.names_for([s for per_q in sets for s in per_q], merge)
     pairs, names, owner = [], [], []  # owner: (question, candidate) of each row
     k = 0

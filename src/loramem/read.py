@@ -27,6 +27,8 @@ class Generated:
     # Mean log-likelihood per generated token (end-of-turn included) under the row's own prompt and adapter:
     # how sure the model is of this answer (the gate and module selection compare it). None unless asked for.
     logprob: float | None = None
+    # The generated token ids through the first end token (what a served answer is compared by).
+    token_ids: list[int] | None = None
 
 
 def generate(
@@ -94,8 +96,10 @@ def generate_texts(
             new_ids = out[row, width:].tolist()
             text = cut(tok.decode(new_ids, skip_special_tokens=False), prompt, tok, stop)
             n_out = len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
-            lp = None if recorder is None else recorder.mean(row, new_ids, gen_kwargs["eos_token_id"])
-            results[i] = Generated(text, per_question, len(encoded[i]), n_out, lp)
+            stop_ids = gen_kwargs["eos_token_id"]
+            lp = None if recorder is None else recorder.mean(row, new_ids, stop_ids)
+            results[i] = Generated(text, per_question, len(encoded[i]), n_out, lp,
+                                   new_ids[: answer_length(new_ids, stop_ids)])
     return results
 
 
@@ -117,8 +121,7 @@ class _ChosenLogprob:
     def mean(self, row: int, new_ids: list[int], stop_ids: list[int]) -> float:
         """Mean over the row's answer tokens: up to and including its first end token (padding after it is
         the batch running on for other rows, not this answer)."""
-        n = next((j + 1 for j, t in enumerate(new_ids) if t in stop_ids), len(new_ids))
-        n = max(1, min(n, len(self.steps)))
+        n = max(1, min(answer_length(new_ids, stop_ids), len(self.steps)))
         return float(torch.stack([self.steps[j][row] for j in range(n)]).mean())
 
 
@@ -165,9 +168,19 @@ def answer_logprobs(
     return out
 
 
-def _generation_kwargs(prompt: PromptFormat, config: ReadConfig, pad: int) -> dict[str, Any]:
+def answer_length(ids: Sequence[int], stop_ids: Sequence[int]) -> int:
+    """Tokens of a generated answer up to and including its first end token (all of them if it has none)."""
+    return next((j + 1 for j, t in enumerate(ids) if t in stop_ids), len(ids))
+
+
+def stop_token_ids(prompt: PromptFormat) -> list[int]:
+    """The tokens greedy generation stops at: EOS, and the end-of-turn marker when it is one token."""
     tok = prompt.tokenizer
     stop_ids = [tok.eos_token_id] + ([prompt.end_ids[0]] if len(prompt.end_ids) == 1 else [])
+    return list(dict.fromkeys(t for t in stop_ids if t is not None))
+
+
+def _generation_kwargs(prompt: PromptFormat, config: ReadConfig, pad: int) -> dict[str, Any]:
     return {
         "max_new_tokens": config.max_new_tokens,
         "do_sample": False,
@@ -175,7 +188,7 @@ def _generation_kwargs(prompt: PromptFormat, config: ReadConfig, pad: int) -> di
         "top_p": None,
         "top_k": None,
         "pad_token_id": pad,
-        "eos_token_id": list(dict.fromkeys(t for t in stop_ids if t is not None)),
+        "eos_token_id": stop_token_ids(prompt),
     }
 
 
