@@ -204,7 +204,8 @@ def _check_selection(sel: dict[str, Any] | None, options: dict[str, Any],
     if not sel:
         return ["selection missing"]
     k = min(options.get("select_top_k", 3), options.get("modules", 0))
-    wanted = ["selection: oracle", "selection: embedding top-1", f"selection: embedding top-{k} select"] + [
+    wanted = ["selection: oracle", "selection: embedding top-1", f"selection: embedding top-{k} select",
+              f"selection: embedding top-{k} select, no margin"] + [
         f"selection: embedding top-{k} merge {m}" for m in options.get("select_merge_methods", [])]
     ways = sel.get("ways") or {}
     problems = [] if sorted(ways) == sorted(wanted) else [f"selection: ways {sorted(ways)}, expected {sorted(wanted)}"]

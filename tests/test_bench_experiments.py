@@ -207,11 +207,13 @@ def test_selection_part_reports_routing_selection_and_answers_separately(selecti
     assert p["throughput"] is None and p["merging"] == [] and p["update_delete"] is None
     ways = p["selection"]["ways"]
     assert list(ways) == ["selection: oracle", "selection: embedding top-1", "selection: embedding top-2 select",
-                          "selection: embedding top-2 merge cat"]
+                          "selection: embedding top-2 select, no margin", "selection: embedding top-2 merge cat"]
+    assert ways["selection: embedding top-2 select, no margin"]["select_margin"] is None
+    assert ways["selection: embedding top-2 select"]["select_margin"] == 0.1  # ReadConfig's default
     assert ways["selection: oracle"]["route_correct"] == ways["selection: oracle"]["selected_correct"] == 1.0
     assert "selected_correct" not in ways["selection: embedding top-2 merge cat"]  # a merge selects no module
     samples = [json.loads(line) for line in (selection_run / "samples.jsonl").read_text().splitlines()]
-    top2 = [s for s in samples if s["reader"] == "selection: embedding top-2 select"]
+    top2 = [s for s in samples if s["reader"] == "selection: embedding top-2 select, no margin"]
     assert len(top2) == 6 and all(len(s["modules"]) == 1 for s in top2)
     for s in top2:  # the chosen module is the gold one exactly when selected_correct says so
         gold = f"pb.s{int(s['question_id'][1:]) % 3}"

@@ -130,6 +130,11 @@ def test_selection_keeps_the_row_its_module_is_surest_of(two):
 def test_top_k_defaults_to_select_and_merges_on_request(two):
     mem, questions, _ = two
     assert ReadConfig().compose == "select"
+    # With the default margin, a routed module far behind the best routing score is dropped before selection:
+    # at most the two modules compete, and the answer comes from one.
+    margined = mem.ask(questions[3], "ns", top_k=2, threshold=-1.0)
+    assert len(margined.modules) == 1 and len(margined.details.get("select", [])) in (0, 2)
+    mem.read_config = ReadConfig(select_margin=None)  # every routed module competes
     selected = mem.ask(questions[3], "ns", top_k=2, threshold=-1.0)
     assert len(selected.modules) == 1 and len(selected.details["select"]) == 2
     merged = mem.ask(questions[3], "ns", top_k=2, threshold=-1.0, merge="ties")
