@@ -263,15 +263,20 @@ class IncrementalOptions:
     """The ``incremental`` experiment: after one write of the ``task.size`` entries, one more entry is written
     into that module once per value of ``replays`` (``train.replay_items``; null = replay every held item),
     one after the other; then the same entries are written again into a fresh namespace as ``chunks`` writes
-    of equal size, with the experiment's own ``train.replay_items``."""
+    of equal size, with the experiment's own ``train.replay_items``. ``lr_scales`` (one per add, or null: the
+    experiment's ``train.warm_lr_scale``) sets each add's ``train.warm_lr_scale``."""
 
     replays: list[int | None] = field(default_factory=lambda: [0, 8, 16, 32, None])
     chunks: int = 10
+    lr_scales: list[float] | None = None
 
     def __post_init__(self) -> None:
         _expect(isinstance(self.replays, list) and len(self.replays) >= 1
                 and all(r is None or (isinstance(r, int) and r >= 0) for r in self.replays), "replays",
                 "a non-empty list of ints >= 0 or null", self.replays)
+        _expect(self.lr_scales is None or (isinstance(self.lr_scales, list) and len(self.lr_scales) == len(self.replays)
+                and all(isinstance(x, (int, float)) and 0 < x <= 1 for x in self.lr_scales)), "lr_scales",
+                f"null or a list of {len(self.replays)} floats in (0, 1], one per replay", self.lr_scales)
         _expect(isinstance(self.chunks, int) and self.chunks >= 0, "chunks", "an int >= 0 (0: no chunked writes)",
                 self.chunks)
 

@@ -33,6 +33,8 @@ INC = {"name": "inc", "kind": "incremental", **BASE}
     ({**WR, "options": {"repeats": 0}}, "repeats: expected an int >= 1, got 0"),
     ({**INC, "options": {"replays": []}}, "replays: expected a non-empty list"),
     ({**INC, "options": {"replays": [-1]}}, "replays: expected a non-empty list of ints >= 0 or null"),
+    ({**INC, "options": {"replays": [0, 16], "lr_scales": [0.5]}}, "lr_scales: expected null or a list of 2 floats"),
+    ({**INC, "options": {"replays": [16], "lr_scales": [0.0]}}, "lr_scales: expected null or a list of 1 floats"),
     ({**INC, "options": {"chunks": -1}}, "chunks: expected an int >= 0"),
 ])
 def test_write_experiment_configs_name_the_problem(data: dict[str, Any], message: str) -> None:
@@ -45,7 +47,8 @@ def test_shipped_write_configs_load_and_rotate_fairly() -> None:
     wr = Experiment.from_file(CONFIGS / "write-recipes.json")
     assert isinstance(wr.options, WriteRecipesOptions) and next(iter(wr.options.recipes)) == "today"
     inc = Experiment.from_file(CONFIGS / "incremental.json")
-    assert isinstance(inc.options, IncrementalOptions) and None in inc.options.replays
+    assert isinstance(inc.options, IncrementalOptions) and 1.0 in (inc.options.lr_scales or [])
+    assert inc.options.lr_scales is not None and len(inc.options.lr_scales) == len(inc.options.replays)
     order = rotations(["a", "b", "c"], 3)
     assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # each first once, each 3 times
 
@@ -94,4 +97,5 @@ def test_incremental_gives_valid_results(tiny_model_dir: Path, tmp_path: Path) -
     assert len(p["chunks"]["writes"]) == 2 and p["chunks"]["writes"][-1]["items"] == 4
     assert p["chunks"]["writes"][-1]["replayed"] == 1  # the experiment's own replay_items
     assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
-    assert "| add one | 5 | 0 |" in (tmp_path / "rep" / "REPORT.md").read_text()
+    assert "| add one | 5 | 0 | 1 |" in (tmp_path / "rep" / "REPORT.md").read_text()
+    assert [a["lr_scale"] for a in p["adds"]] == [1.0, 1.0]  # no lr_scales: the experiment's warm_lr_scale

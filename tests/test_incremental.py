@@ -39,10 +39,10 @@ def test_a_small_write_replays_a_bounded_sample_and_checks_every_held_item(tmp_p
     full = _open(tmp_path / "full", tiny_model_dir)
     full.write(facts[:5], namespace="people")
     assert full.write(facts[5:], namespace="people").details["replay"] == {
-        "held": 5, "replayed": 5, "bounded": False, "repair_rounds": 0, "full_round": False, "slipped": 0, "check_seconds": 0.0}
+        "held": 5, "replayed": 5, "bounded": False, "lr_scale": 1.0, "repair_rounds": 0, "full_round": False, "slipped": 0, "check_seconds": 0.0}
 
 
-def _spy_rounds(monkeypatch, missed):  # type: ignore[no-untyped-def]
+def _spy_rounds(monkeypatch, missed, lrs=None):  # type: ignore[no-untyped-def]
     """Record each training round's item ids; every check of all 6 held items misses the id ``missed()`` gives
     (None: none); the checks inside train() stay real."""
     rounds: list[set[str]] = []
@@ -51,6 +51,8 @@ def _spy_rounds(monkeypatch, missed):  # type: ignore[no-untyped-def]
 
     def spy_train(model, prompt, examples, config, **kw):  # type: ignore[no-untyped-def]
         rounds.append({e.item_id for e in examples})
+        if lrs is not None:
+            lrs.append(config.lr)
         return real_train(model, prompt, examples, config, **kw)
 
     def fake_recall(model, encoded, *args):  # type: ignore[no-untyped-def]
@@ -89,9 +91,11 @@ def test_items_that_slip_are_trained_again(tmp_path, tiny_model_dir, facts, monk
 def test_when_repairs_run_out_one_last_round_replays_every_item(tmp_path, tiny_model_dir, facts, monkeypatch, fallback):
     _open(tmp_path, tiny_model_dir).write(facts[:5], namespace="people")
     # Reopened with a small step cap: the stuck item below never comes back, so every round runs to the cap.
-    mem = _open(tmp_path, tiny_model_dir, replay_items=1, repair_rounds=1, full_fallback=fallback, max_steps=12)
+    mem = _open(tmp_path, tiny_model_dir, replay_items=1, repair_rounds=1, full_fallback=fallback, max_steps=12,
+                warm_lr_scale=0.25)
     stuck = sorted(it.id for it in mem.items("people"))[0]
-    rounds = _spy_rounds(monkeypatch, lambda: stuck)  # one held item never comes back
+    lrs: list[float] = []
+    rounds = _spy_rounds(monkeypatch, lambda: stuck, lrs)  # one held item never comes back
     with pytest.warns(RuntimeWarning, match="below target_recall"):
         report = mem.write(facts[5:], namespace="people")
     everything = {it.id for it in mem.items("people")}
@@ -99,8 +103,11 @@ def test_when_repairs_run_out_one_last_round_replays_every_item(tmp_path, tiny_m
     assert replay["repair_rounds"] == 1 and replay["full_round"] is fallback
     if fallback:  # first round, one repair, then every item: what replay_items=None would have trained
         assert len(rounds) == 3 and len(rounds[0]) == len(rounds[1]) - 1 == 2 and rounds[2] == everything
+        # the bounded rounds train at lr x warm_lr_scale, the full round at lr (what a full write trains at)
+        assert lrs == pytest.approx([FAST_TRAIN.lr * 0.25] * 2 + [FAST_TRAIN.lr])
     else:
-        assert len(rounds) == 2
+        assert len(rounds) == 2 and lrs == pytest.approx([FAST_TRAIN.lr * 0.25] * 2)
+    assert replay["lr_scale"] == 0.25
     assert report.slipped == [stuck] and not report.reached_target
 
 
@@ -169,3 +176,11 @@ def test_an_update_of_values_trains_warm_and_a_forget_rebuilds_fresh(tmp_path, t
     calls.clear()
     mem.forget(facts[2].id, namespace="people")
     assert calls[0][0] is True  # a plain forget: fresh weights, so nothing of the item is carried over
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.5, 1.5])
+def test_warm_lr_scale_outside_0_1_is_refused(scale):  # type: ignore[no-untyped-def]
+    from loramem import TrainConfig
+
+    with pytest.raises(ValueError, match=r"warm_lr_scale: expected a float in \(0, 1\]"):
+        TrainConfig(warm_lr_scale=scale)

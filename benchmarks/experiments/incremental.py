@@ -2,9 +2,10 @@
 
 1. ``full``: one write of the ``task.size`` PhoneBook entries into one module (the reference cost);
 2. ``add one``: one more entry (from the same generator, past ``task.size``) written into that module once per
-   value of ``options.replays`` (``train.replay_items``: held items replayed; null = all of them), one after
-   the other, so the module holds ``size``, ``size + 1``, ... items. Per add: steps, tokens, seconds and their
-   share of the full write's, the replay size, repair rounds, items that slipped, and the recall of every held
+   value of ``options.replays`` (``train.replay_items``: held items replayed; null = all of them), each at its
+   ``options.lr_scales`` value of ``train.warm_lr_scale``, one after the other, so the module holds ``size``,
+   ``size + 1``, ... items. Per add: steps, tokens, seconds and their share of the full write's, the replay
+   size, repair rounds, whether the full fallback round ran, items that slipped, and the recall of every held
    entry and of the new one, asked back by generation;
 3. ``chunks``: the same ``task.size`` entries written into a fresh namespace as ``options.chunks`` writes of
    equal size with the experiment's ``train.replay_items``; the total seconds against the full write's, and
@@ -31,6 +32,7 @@ def _row(report: Any, **extra: Any) -> dict[str, Any]:
             "train_seconds": round(report.timings.get("train", 0.0), 2), "items": report.items_total,
             "write_recall": round(report.recall, 4), "reached_target": report.reached_target,
             "replayed": replay.get("replayed"), "repair_rounds": replay.get("repair_rounds"),
+            "full_round": replay.get("full_round"), "check_seconds": replay.get("check_seconds"),
             "slipped": len(report.slipped), **extra}
 
 
@@ -66,16 +68,18 @@ def run(runner: Runner, results: dict[str, Any]) -> None:
     point["full"] = _row(full, recall=recall(facts, "inc"))
     log("full", point["full"])
     held = list(facts)
-    for replay, fact in zip(opts.replays, extra):
-        train = dataclasses.replace(exp.train, replay_items=replay)
+    scales = opts.lr_scales or [exp.train.warm_lr_scale] * len(opts.replays)
+    for replay, scale, fact in zip(opts.replays, scales, extra):
+        train = dataclasses.replace(exp.train, replay_items=replay, warm_lr_scale=float(scale))
         rep = mem.write([fact], namespace="inc", module="inc.m", train=train, **kw)
-        row = _row(rep, replay_items=replay, new_recall=recall([fact], "inc"), held_recall=recall(held, "inc"),
+        row = _row(rep, replay_items=replay, lr_scale=float(scale), new_recall=recall([fact], "inc"),
+                   held_recall=recall(held, "inc"),
                    share_of_full_seconds=round(rep.seconds / full.seconds, 4),
                    share_of_full_tokens=round(rep.tokens_trained / max(1, full.tokens_trained), 4))
         row["recall"] = row["held_recall"]
         held.append(fact)
         point["adds"].append(row)
-        log(f"add one (replay {replay if replay is not None else 'all'})", row)
+        log(f"add one (replay {replay if replay is not None else 'all'}, lr x {scale:g})", row)
     if opts.chunks:
         size = -(-n // opts.chunks)
         rows = []
@@ -92,18 +96,19 @@ def run(runner: Runner, results: dict[str, Any]) -> None:
 
 def tables(point: dict[str, Any]) -> None:
     full = point["full"]
-    rows = [["full write", full["items"], "-", full["steps"], full["tokens_trained"], full["seconds"], "1.0",
-             f"{full['recall']:.0%}", "-", "-"]]
-    rows += [["add one", a["items"], "all" if a["replay_items"] is None else a["replay_items"], a["steps"],
-              a["tokens_trained"], a["seconds"], f"{a['share_of_full_seconds']:.3f}", f"{a['held_recall']:.0%}",
-              f"{a['new_recall']:.0%}", a["slipped"]] for a in point["adds"]]
+    rows = [["full write", full["items"], "-", "-", full["steps"], full["tokens_trained"], full["seconds"], "1.0",
+             f"{full['recall']:.0%}", "-", "-", "-"]]
+    rows += [["add one", a["items"], "all" if a["replay_items"] is None else a["replay_items"],
+              f"{a.get('lr_scale', 1.0):g}", a["steps"], a["tokens_trained"], a["seconds"],
+              f"{a['share_of_full_seconds']:.3f}", f"{a['held_recall']:.0%}", f"{a['new_recall']:.0%}", a["slipped"],
+              "yes" if a.get("full_round") else "no"] for a in point["adds"]]
     if point["chunks"]:
         c = point["chunks"]
-        rows.append([f"{len(c['writes'])} chunked writes", full["items"], c["replay_items"] or "all", c["steps"],
+        rows.append([f"{len(c['writes'])} chunked writes", full["items"], c["replay_items"] or "all", "-", c["steps"],
                      c["tokens_trained"], c["seconds"], f"{c['ratio_to_full_seconds']:.3f}", f"{c['recall']:.0%}",
-                     "-", sum(w["slipped"] for w in c["writes"])])
+                     "-", sum(w["slipped"] for w in c["writes"]), sum(bool(w.get("full_round")) for w in c["writes"])])
     point["tables"] = [{"title": f"Incremental writes (matmul {point['matmul_gflops']} GFLOP/s; recall asked back "
                                  "by generation)",
-                        "columns": ["write", "items held", "replay", "steps", "tokens", "seconds",
+                        "columns": ["write", "items held", "replay", "lr scale", "steps", "tokens", "seconds",
                                     "share of the full write's seconds", "recall (held)", "recall (new)",
-                                    "slipped at commit"], "rows": rows}]
+                                    "slipped at commit", "full round"], "rows": rows}]

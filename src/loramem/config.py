@@ -261,6 +261,11 @@ class TrainConfig(_Config):
         "Incremental writes: when the repair rounds leave items below target_recall, one last round replays every "
         "held item (what replay_items=None trains), so a bounded write never commits less than a full one would "
         "have reached; False commits after the repairs, with the warning.", default=True)
+    warm_lr_scale: float = _help(
+        "Incremental writes: the learning rate of a bounded write's rounds (replay_items set, warm from the "
+        "previous version) is lr x this. A fresh Adam moves every weight by about lr per step whatever the "
+        "gradient, which knocks a converged module off what it held; the full_fallback round keeps lr.",
+        default=1.0)
     seed: int = _help("Seed for adapter init and data order: the same seed gives the same module.", default=0)
     progress: bool = _help("Show a progress bar.", default=True)
     kl_weight: float | None = _help(
@@ -319,6 +324,7 @@ class TrainConfig(_Config):
         _expect(self.replay_items is None or (isinstance(self.replay_items, int) and self.replay_items >= 0),
                 "replay_items", "None or an int >= 0", self.replay_items)
         _expect(self.repair_rounds >= 0, "repair_rounds", "an int >= 0", self.repair_rounds)
+        _expect(0.0 < self.warm_lr_scale <= 1.0, "warm_lr_scale", "a float in (0, 1]", self.warm_lr_scale)
 
 
 MERGE_METHODS = ("ties", "linear", "dare_ties", "dare_linear", "cat", "svd")

@@ -82,8 +82,19 @@ class Incremental:
         self.rounds += 1
         return self._round(self.slipped)
 
+    def round_config(self, config: TrainConfig) -> TrainConfig:
+        """The config of the round about to train: a bounded round's learning rate is ``lr x warm_lr_scale``;
+        the full fallback round (and every unbounded write) keeps ``lr``."""
+        import dataclasses
+
+        scale = config.warm_lr_scale
+        if not self.bounded or self.fell_back or scale == 1.0:
+            return config
+        return dataclasses.replace(config, lr=config.lr * scale)
+
     def summary(self) -> dict[str, Any]:
         return {"held": len(self.held), "replayed": self.replayed, "bounded": self.bounded,
+                "lr_scale": self.tcfg.warm_lr_scale if self.bounded else 1.0,
                 "repair_rounds": self.rounds, "full_round": self.fell_back, "slipped": len(self.slipped),
                 "check_seconds": round(self.check_s, 3)}
 

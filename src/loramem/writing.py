@@ -200,6 +200,7 @@ def train_module(
     t0 = time.perf_counter()
     state, peft_cfg, result, trainable = train_adapter(
         rt, module_id, spec, tcfg, incremental.first_round(), prev_state, prompts, more=incremental.next_round,
+        round_config=incremental.round_config,
         after=lambda model: with_context.update(recall_with_context(rt, model, namespace, held, a.items, examples, scfg)),
     )
     train_wall = time.perf_counter() - t0
@@ -365,11 +366,12 @@ def train_adapter(
     preserve: Sequence[str] = (),
     after: Callable[[Any], None] | None = None,
     more: Callable[[Any, Any], list[Example]] | None = None,
+    round_config: Callable[[TrainConfig], TrainConfig] | None = None,
 ) -> tuple[dict[str, Any], Any, Any, int]:
     """Train a fresh adapter in the pool (from ``prev_state`` when given) and take it out again.
 
     ``more(model, result)`` runs after each round and returns the examples of another round (warm, same
-    adapter), or [] to stop (``Incremental``). ``after(model)`` runs once trained, with the adapter still active (measurements for the report).
+    adapter), or [] to stop (``Incremental``); ``round_config(tcfg)`` gives each round's config (its learning rate). ``after(model)`` runs once trained, with the adapter still active (measurements for the report).
     Returns (state dict, peft config to save, ``TrainResult``, trainable parameters). A PiSSA adapter is
     stored as plain LoRA of rank 2r with the base weights put back, so engines load it unchanged.
     """
@@ -410,10 +412,13 @@ def train_adapter(
 
         trainable = activate()
         hand = between if snapshot is None else None
-        result = train(pool.peft, rt.prompt, examples, tcfg, adapter_name=name, desc=f"write {module_id}",
+        def config() -> TrainConfig:
+            return round_config(tcfg) if round_config is not None else tcfg
+
+        result = train(pool.peft, rt.prompt, examples, config(), adapter_name=name, desc=f"write {module_id}",
                        preserve=preserve, between=hand)
         while more is not None and (again := more(pool.peft, result)):
-            result = result.then(train(pool.peft, rt.prompt, again, tcfg, adapter_name=name,
+            result = result.then(train(pool.peft, rt.prompt, again, config(), adapter_name=name,
                                        desc=f"repair {module_id}", preserve=preserve, between=hand))
         if after is not None:
             after(pool.peft)
