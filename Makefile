@@ -27,8 +27,11 @@ venv: $(STAMP)  ## create .venv with the pinned packages and the three packages 
 demo: $(STAMP)  ## write 100 PhoneBook entries into a LoRA module on the embedded model and ask them back
 	$(BIN)/loramem demo
 
+# The core's fast tests in TEST_WORKERS processes (pytest-xdist; each test pins torch to one thread).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)  ## fast tests (tiny random model): core and both integrations
-	$(BIN)/pytest tests -q
+	$(BIN)/pytest tests -q -n $(TEST_WORKERS)
 	$(BIN)/pytest integrations/langchain/tests -q -m "not slow"
 	$(BIN)/pytest integrations/llamaindex/tests -q -m "not slow"
 
