@@ -3,6 +3,7 @@ version below its target commits with. Layer 4 (used by ``writing``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -85,8 +86,6 @@ class Incremental:
     def round_config(self, config: TrainConfig) -> TrainConfig:
         """The config of the round about to train: a bounded round's learning rate is ``lr x warm_lr_scale``;
         the full fallback round (and every unbounded write) keeps ``lr``."""
-        import dataclasses
-
         scale = config.warm_lr_scale
         if not self.bounded or self.fell_back or scale == 1.0:
             return config

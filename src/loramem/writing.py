@@ -371,7 +371,8 @@ def train_adapter(
     """Train a fresh adapter in the pool (from ``prev_state`` when given) and take it out again.
 
     ``more(model, result)`` runs after each round and returns the examples of another round (warm, same
-    adapter), or [] to stop (``Incremental``); ``round_config(tcfg)`` gives each round's config (its learning rate). ``after(model)`` runs once trained, with the adapter still active (measurements for the report).
+    adapter), or [] to stop (``Incremental``); ``round_config(tcfg)`` gives each round's config (its learning
+    rate). ``after(model)`` runs once trained, with the adapter still active (measurements for the report).
     Returns (state dict, peft config to save, ``TrainResult``, trainable parameters). A PiSSA adapter is
     stored as plain LoRA of rank 2r with the base weights put back, so engines load it unchanged.
     """
@@ -412,13 +413,11 @@ def train_adapter(
 
         trainable = activate()
         hand = between if snapshot is None else None
-        def config() -> TrainConfig:
-            return round_config(tcfg) if round_config is not None else tcfg
-
-        result = train(pool.peft, rt.prompt, examples, config(), adapter_name=name, desc=f"write {module_id}",
+        config = round_config or (lambda c: c)
+        result = train(pool.peft, rt.prompt, examples, config(tcfg), adapter_name=name, desc=f"write {module_id}",
                        preserve=preserve, between=hand)
         while more is not None and (again := more(pool.peft, result)):
-            result = result.then(train(pool.peft, rt.prompt, again, config(), adapter_name=name,
+            result = result.then(train(pool.peft, rt.prompt, again, config(tcfg), adapter_name=name,
                                        desc=f"repair {module_id}", preserve=preserve, between=hand))
         if after is not None:
             after(pool.peft)
