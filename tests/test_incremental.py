@@ -39,7 +39,8 @@ def test_a_small_write_replays_a_bounded_sample_and_checks_every_held_item(tmp_p
     full = _open(tmp_path / "full", tiny_model_dir)
     full.write(facts[:5], namespace="people")
     assert full.write(facts[5:], namespace="people").details["replay"] == {
-        "held": 5, "replayed": 5, "bounded": False, "lr_scale": 1.0, "repair_rounds": 0, "full_round": False, "slipped": 0, "check_seconds": 0.0}
+        "held": 5, "replayed": 5, "bounded": False, "lr_scale": 1.0, "repair_rounds": 0, "full_round": False, "slipped": 0, "missed": 0,
+        "check_seconds": 0.0}
 
 
 def _spy_rounds(monkeypatch, missed, lrs=None):  # type: ignore[no-untyped-def]
@@ -109,6 +110,84 @@ def test_when_repairs_run_out_one_last_round_replays_every_item(tmp_path, tiny_m
         assert len(rounds) == 2 and lrs == pytest.approx([FAST_TRAIN.lr * 0.25] * 2)
     assert replay["lr_scale"] == 0.25
     assert report.slipped == [stuck] and not report.reached_target
+
+
+def _always_miss(monkeypatch, item_id: list[str], full: int = 0):  # type: ignore[no-untyped-def]
+    """Every teacher-forced check (train's and the write's) misses the probes of ``item_id[0]``; checks of
+    ``full`` probes (the write's check of every held item) recall all the others."""
+    real_recall, real_encode = train_mod.exact_recall, train_mod.encode_all
+    seen: list[list[Example]] = []
+
+    def spy_encode(examples, *args):  # type: ignore[no-untyped-def]
+        seen.append(list(examples))
+        return real_encode(examples, *args)
+
+    def fake_recall(model, encoded, *args):  # type: ignore[no-untyped-def]
+        hits = real_recall(model, encoded, *args) if len(encoded) != full else [True] * full
+        mine = next(s for s in reversed(seen) if len(s) == len(encoded))
+        return [h and e.item_id != item_id[0] for h, e in zip(hits, mine)]
+
+    monkeypatch.setattr(train_mod, "exact_recall", fake_recall)
+    monkeypatch.setattr(train_mod, "encode_all", spy_encode)
+
+
+def test_an_item_the_module_never_recalled_is_not_a_slip(tmp_path, tiny_model_dir, facts, monkeypatch):
+    """A bounded write is judged against the version it starts from: the one item that version did not recall
+    (its commit records it) is reported, not repaired, and costs no repair or full round."""
+    mem = _open(tmp_path, tiny_model_dir, replay_items=1, target_recall=0.8)
+    never = [facts[0].id]
+    _always_miss(monkeypatch, never)
+    first = mem.write(facts[:5], namespace="people")  # 4 of 5 reach the target
+    info, = mem.store.modules("people")
+    assert info.report["missed"] == [never[0]]  # the commit records what it does not recall
+    # Reopened at a target 5 of 6 cannot reach: before, every check below it meant a repair round.
+    mem = _open(tmp_path, tiny_model_dir, replay_items=1, target_recall=0.9)
+    probes = len([e for e in mem.store.examples("people", [it.id for it in mem.items("people")]) if e.probe])
+    _always_miss(monkeypatch, never, full=probes + probes // 5)  # 5 held items' probes + the new one's
+    with pytest.warns(RuntimeWarning, match="below target_recall"):
+        second = mem.write(facts[5:], namespace="people")
+    replay = second.details["replay"]
+    assert first.reached_target and not second.reached_target
+    assert replay["checks"][0] == {"round": 1, "recall": round(second.recall, 4), "slipped": 0, "missed": 1}
+    assert replay["repair_rounds"] == 0 and not replay["full_round"]
+    assert second.slipped == [] and replay["missed"] == 1
+
+
+def test_a_version_without_a_record_is_checked_before_the_first_round(tmp_path, tiny_model_dir, facts):
+    """Stores written before commits recorded ``missed``: one check of the starting version, before round 1."""
+    import json
+    import sqlite3
+
+    mem = _open(tmp_path, tiny_model_dir, replay_items=2)
+    mem.write(facts[:5], namespace="people")
+    info, = mem.store.modules("people")
+    report = {k: v for k, v in info.report.items() if k != "missed"}
+    db = sqlite3.connect(tmp_path / "store" / "manifest.sqlite")
+    db.execute("UPDATE versions SET report=? WHERE module_id=? AND version=?",
+               (json.dumps(report), info.module_id, info.version))
+    db.commit()
+    db.close()
+    second = mem.write(facts[5:], namespace="people")
+    checks = second.details["replay"]["checks"]
+    assert checks[0]["round"] == "before" and 0.0 <= checks[0]["recall"] <= 1.0
+    assert checks[1]["round"] == 1 and "slipped" in checks[1]
+
+
+def test_a_bounded_round_trains_at_the_warm_config_and_the_full_round_at_the_given_one():
+    from types import SimpleNamespace
+
+    from loramem import TrainConfig
+    from loramem.incremental import Incremental
+
+    cfg = TrainConfig(lr=1e-3, min_epochs=15, warm_min_epochs=3, warm_lr_scale=0.5, replay_items=1)
+    ex = [Example(item_id=i, format="qa", prompt="q", completion="a", probe=True) for i in "abc"]
+    inc = Incremental(SimpleNamespace(), cfg, {"a", "b"}, ex, ex[2:], bounded=True, missed_before=["b"])
+    assert inc.before == {"a"}
+    warm = inc.round_config(cfg)
+    assert (warm.lr, warm.min_epochs) == (pytest.approx(5e-4), 3)
+    inc.fell_back = True
+    assert inc.round_config(cfg) is cfg
+    assert Incremental(SimpleNamespace(), cfg, {"a", "b"}, ex, ex[2:], bounded=False).round_config(cfg) is cfg
 
 
 def test_a_write_below_target_commits_with_a_warning_naming_what_slipped(tmp_path, tiny_model_dir, facts):

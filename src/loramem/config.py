@@ -266,6 +266,10 @@ class TrainConfig(_Config):
         "previous version) is lr x this. A fresh Adam moves every weight by about lr per step whatever the "
         "gradient, which knocks a converged module off what it held; the full_fallback round keeps lr.",
         default=1.0)
+    warm_min_epochs: int = _help(
+        "Incremental writes: a bounded round trains at least min(min_epochs, this) passes over its items (the "
+        "new ones and the replay sample) before it checks them; a warm module has learnt the answer format, so "
+        "the long first plateau of a fresh write does not come again.", default=2)
     seed: int = _help("Seed for adapter init and data order: the same seed gives the same module.", default=0)
     progress: bool = _help("Show a progress bar.", default=True)
     kl_weight: float | None = _help(
@@ -323,6 +327,7 @@ class TrainConfig(_Config):
         _expect(0.0 <= self.recalled_replay <= 1.0, "recalled_replay", "a float in [0, 1]", self.recalled_replay)
         _expect(self.replay_items is None or (isinstance(self.replay_items, int) and self.replay_items >= 0),
                 "replay_items", "None or an int >= 0", self.replay_items)
+        _expect(self.warm_min_epochs >= 0, "warm_min_epochs", "an int >= 0", self.warm_min_epochs)
         _expect(self.repair_rounds >= 0, "repair_rounds", "an int >= 0", self.repair_rounds)
         _expect(0.0 < self.warm_lr_scale <= 1.0, "warm_lr_scale", "a float in (0, 1]", self.warm_lr_scale)
 

@@ -18,16 +18,24 @@ class Incremental:
 
     Round 1 trains on the new items' examples and the examples of ``replay_items`` held items sampled at random
     (all of them when ``replay_items`` is None, the module is new, or ``bounded`` is False, as for a rebuild from
-    fresh weights: then round 1 is the whole set and nothing else runs). After it, every held item is checked once (teacher-forced probes,
-    one pass); while recall is below the target and ``repair_rounds`` are left, another round trains on the
-    items that slipped, the new items and a fresh replay sample. If the repairs leave items below the target (on
-    a small model, a few items can trade places round after round), ``full_fallback`` adds one last round on
-    every item, the full write's data. Training is warm (from the previous version), so a small write into a big
-    module costs what the new items and the sample cost, not the whole module.
+    fresh weights: then round 1 is the whole set and nothing else runs). A bounded round is short: it trains at
+    ``lr x warm_lr_scale`` for at least ``min(min_epochs, warm_min_epochs)`` passes, until its own items are
+    recalled.
+
+    After it, every held item is checked once (teacher-forced probes, one pass) and judged against the version
+    the write started from: an item *slipped* when that version recalled it and this one does not, and a new
+    item slipped when it is not recalled. What the previous version recalled comes from its commit (``missed``
+    in its report), or from one check of it before round 1 for versions written before that field. The round
+    is kept when recall >= ``target_recall`` or nothing slipped (items the module never recalled are not this
+    write's to repair: a bounded write does not pay for them). Otherwise another round trains on the slipped
+    items, the new items and a fresh replay sample, up to ``repair_rounds``; if items still slip (on a small
+    model, a few can trade places round after round), ``full_fallback`` adds one last round on every item, the
+    full write's data. Training is warm (from the previous version), so a small write into a big module costs
+    what the new items and the sample cost, not the whole module.
     """
 
     def __init__(self, rt: Runtime, tcfg: TrainConfig, held: set[str], examples: list[Example],
-                 new_examples: list[Example], *, bounded: bool) -> None:
+                 new_examples: list[Example], *, bounded: bool, missed_before: Sequence[str] | None = None) -> None:
         import random
 
         self.rt, self.tcfg, self.examples = rt, tcfg, examples
@@ -41,6 +49,11 @@ class Incremental:
         self.rounds = 0
         self.fell_back = False
         self.slipped: list[str] = []
+        self.missed: list[str] = []  # every item this version does not recall, at its last check (the commit keeps it)
+        # Items the starting version recalls: None until known (its commit's record, or baseline()).
+        held_set = set(self.held)
+        self.before: set[str] | None = held_set - set(missed_before) if missed_before is not None else None
+        self.checks: list[dict[str, Any]] = []
         self.replayed = len(self.held)
         self.check_s = 0.0
         self.recall: float | None = None
@@ -56,24 +69,42 @@ class Incremental:
             self.replayed = self.tcfg.replay_items
         return self._round()
 
-    def next_round(self, model: Any, result: Any) -> list[Example]:
-        """After a round: check every item the version holds; the examples of a repair round, or [] to stop."""
-        if not self.bounded:
-            everything = {*self.held, *self.new_ids}  # round 1 trained (and checked) every item
-            self.slipped = sorted(everything - result.recalled) if not result.reached_target else []
-            return []
+    def _check(self, model: Any, probes: list[Example]) -> tuple[set[str], float]:
+        """One teacher-forced pass over ``probes``: the ids of the items with a probe not recalled, and the
+        share of probes recalled."""
         from .train import encode_all, exact_recall
 
         t0 = time.perf_counter()
-        probes = [e for e in self.examples if e.probe]
         pad = self.rt.prompt.tokenizer.pad_token_id
         hits = exact_recall(model, encode_all(probes, self.rt.prompt, self.tcfg.seq_len), self.tcfg.seq_len,
                             self.tcfg.batch_tokens, pad if pad is not None else 0)
         self.check_s += time.perf_counter() - t0
-        self.recall = sum(hits) / len(hits) if hits else 1.0
+        return {e.item_id for e, hit in zip(probes, hits) if not hit}, sum(hits) / len(hits) if hits else 1.0
+
+    def baseline(self, model: Any) -> None:
+        """Before round 1, with the starting version loaded: which held items it recalls, when its commit did
+        not record that (versions older than the ``missed`` field). Nothing to do for an unbounded write."""
+        if self.bounded and self.before is None:
+            held = set(self.held)
+            missed, _ = self._check(model, [e for e in self.examples if e.probe and e.item_id in held])
+            self.before = held - missed
+            self.checks.append({"round": "before", "recall": round(len(self.before) / max(1, len(held)), 4)})
+
+    def next_round(self, model: Any, result: Any) -> list[Example]:
+        """After a round: check every item the version holds; the examples of a repair round, or [] to stop."""
+        if not self.bounded:
+            everything = {*self.held, *self.new_ids}  # round 1 trained (and checked) every item
+            self.missed = sorted(everything - result.recalled)
+            self.slipped = self.missed if not result.reached_target else []
+            return []
+        missed, self.recall = self._check(model, [e for e in self.examples if e.probe])
+        self.missed = sorted(missed)
+        known = self.before if self.before is not None else set(self.held)
+        self.slipped = sorted(missed & (known | self.new_ids))
         result.recall, result.reached_target = self.recall, self.recall >= self.tcfg.target_recall
-        self.slipped = sorted({e.item_id for e, hit in zip(probes, hits) if not hit})
-        if result.reached_target or self.fell_back:
+        self.checks.append({"round": "full" if self.fell_back else self.rounds + 1, "recall": round(self.recall, 4),
+                            "slipped": len(self.slipped), "missed": len(self.missed)})
+        if result.reached_target or not self.slipped or self.fell_back:
             return []
         if self.rounds >= self.tcfg.repair_rounds:
             if not self.tcfg.full_fallback:
@@ -84,18 +115,20 @@ class Incremental:
         return self._round(self.slipped)
 
     def round_config(self, config: TrainConfig) -> TrainConfig:
-        """The config of the round about to train: a bounded round's learning rate is ``lr x warm_lr_scale``;
-        the full fallback round (and every unbounded write) keeps ``lr``."""
-        scale = config.warm_lr_scale
-        if not self.bounded or self.fell_back or scale == 1.0:
+        """The config of the round about to train: a bounded round trains at ``lr x warm_lr_scale`` for at least
+        ``min(min_epochs, warm_min_epochs)`` passes; the full fallback round (and every unbounded write) keeps
+        the config as given."""
+        if not self.bounded or self.fell_back:
             return config
-        return dataclasses.replace(config, lr=config.lr * scale)
+        return dataclasses.replace(config, lr=config.lr * config.warm_lr_scale,
+                                   min_epochs=min(config.min_epochs, config.warm_min_epochs))
 
     def summary(self) -> dict[str, Any]:
         return {"held": len(self.held), "replayed": self.replayed, "bounded": self.bounded,
                 "lr_scale": self.tcfg.warm_lr_scale if self.bounded else 1.0,
                 "repair_rounds": self.rounds, "full_round": self.fell_back, "slipped": len(self.slipped),
-                "check_seconds": round(self.check_s, 3)}
+                "missed": len(self.missed), "check_seconds": round(self.check_s, 3),
+                **({"checks": self.checks} if self.checks else {})}
 
 
 def warn_below_target(module_id: str, recall: float, target: float, slipped: Sequence[str]) -> None:

@@ -192,7 +192,8 @@ def train_module(
         spec = LoraSpec.from_dict(info.lora_spec)  # a module keeps the spec it was created with
     warm = info is not None and spec.init != "pissa" and not fresh
     prev_state = store.load_adapter(info)[1] if warm and info is not None else None
-    incremental = Incremental(rt, tcfg, held, examples, new_examples, bounded=warm)
+    missed_before = info.report.get("missed") if info is not None else None
+    incremental = Incremental(rt, tcfg, held, examples, new_examples, bounded=warm, missed_before=missed_before)
     with_context: dict[str, float] = {}
     t0 = time.perf_counter()
     tcfg, prompts, why = preservation(rt, namespace, a.items, held, examples, tcfg, edit, preserve)
@@ -200,8 +201,9 @@ def train_module(
     t0 = time.perf_counter()
     state, peft_cfg, result, trainable = train_adapter(
         rt, module_id, spec, tcfg, incremental.first_round(), prev_state, prompts, more=incremental.next_round,
-        round_config=incremental.round_config,
-        after=lambda model: with_context.update(recall_with_context(rt, model, namespace, held, a.items, examples, scfg)),
+        round_config=incremental.round_config, before=incremental.baseline,
+        after=lambda model: with_context.update(recall_with_context(
+            rt, model, namespace, set() if incremental.bounded else held, a.items, examples, scfg)),
     )
     train_wall = time.perf_counter() - t0
     kl = [h["kl"] for h in result.history if "kl" in h]
@@ -209,7 +211,7 @@ def train_module(
                  "last_kl": round(kl[-1], 6) if kl else None, "setup_seconds": round(pres_s + result.kl_setup_seconds, 3)}
     replay = incremental.summary()
     if not result.reached_target:
-        warn_below_target(module_id, result.recall, tcfg.target_recall, incremental.slipped)
+        warn_below_target(module_id, result.recall, tcfg.target_recall, incremental.slipped or incremental.missed)
 
     knowledge = count_knowledge_tokens(examples, rt.prompt)
     report_fields = {
@@ -226,6 +228,7 @@ def train_module(
         "plan": a.reason,
         "preserve": preserved,
         "replay": replay,
+        "missed": incremental.missed,  # what the next bounded write judges its slips against
         # What this version cost the writer, synthesis to commit (the save itself is a sliver): `loramem ls`.
         "write_seconds": round(synth_seconds + time.perf_counter() - t_start, 3),
         "base": rt.base,  # the checkpoint and the weights as loaded (the embedded model: dequantised Q4_1)
@@ -320,8 +323,10 @@ def recall_with_context(
     scfg: SynthConfig,
 ) -> dict[str, float]:
     """Recall of the module's probes asked with a gold-plus-distractors context (teacher-forced, like the bare
-    probes). Reported beside the bare recall, which alone decides when training stops: a module that recalls
-    bare questions but copies from a context is what context-mixed training is for, so measure it."""
+    probes) of ``held`` and ``added``. Reported beside the bare recall, which alone decides when training stops: a
+    module that recalls bare questions but copies from a context is what context-mixed training is for, so
+    measure it. A bounded write passes no ``held`` (its added items only): the contexts are long, and asking
+    every held item with one cost a small write into 100 entries 38 s, more than its training rounds."""
     from .synth import context_probes
     from .train import encode_all, exact_recall
 
@@ -336,7 +341,7 @@ def recall_with_context(
     t0 = time.perf_counter()
     hits = exact_recall(model, encode_all(probes, rt.prompt, tcfg.seq_len), tcfg.seq_len, tcfg.batch_tokens,
                         pad if pad is not None else 0)
-    return {"recall_with_context": round(sum(hits) / len(hits), 4),
+    return {"recall_with_context": round(sum(hits) / len(hits), 4), "recall_with_context_items": len(items),
             "recall_with_context_seconds": round(time.perf_counter() - t0, 3)}
 
 
@@ -367,12 +372,14 @@ def train_adapter(
     after: Callable[[Any], None] | None = None,
     more: Callable[[Any, Any], list[Example]] | None = None,
     round_config: Callable[[TrainConfig], TrainConfig] | None = None,
+    before: Callable[[Any], None] | None = None,
 ) -> tuple[dict[str, Any], Any, Any, int]:
     """Train a fresh adapter in the pool (from ``prev_state`` when given) and take it out again.
 
     ``more(model, result)`` runs after each round and returns the examples of another round (warm, same
     adapter), or [] to stop (``Incremental``); ``round_config(tcfg)`` gives each round's config (its learning
-    rate). ``after(model)`` runs once trained, with the adapter still active (measurements for the report).
+    rate). ``before(model)`` runs once the adapter is set up (from ``prev_state``) and active, before round 1.
+    ``after(model)`` runs once trained, with the adapter still active (measurements for the report).
     Returns (state dict, peft config to save, ``TrainResult``, trainable parameters). A PiSSA adapter is
     stored as plain LoRA of rank 2r with the base weights put back, so engines load it unchanged.
     """
@@ -414,6 +421,8 @@ def train_adapter(
         trainable = activate()
         hand = between if snapshot is None else None
         config = round_config or (lambda c: c)
+        if before is not None:
+            before(pool.peft)
         result = train(pool.peft, rt.prompt, examples, config(tcfg), adapter_name=name, desc=f"write {module_id}",
                        preserve=preserve, between=hand)
         while more is not None and (again := more(pool.peft, result)):
