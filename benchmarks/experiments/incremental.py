@@ -33,7 +33,8 @@ def _row(report: Any, **extra: Any) -> dict[str, Any]:
             "write_recall": round(report.recall, 4), "reached_target": report.reached_target,
             "replayed": replay.get("replayed"), "repair_rounds": replay.get("repair_rounds"),
             "full_round": replay.get("full_round"), "check_seconds": replay.get("check_seconds"),
-            "slipped": len(report.slipped), **extra}
+            "slipped": len(report.slipped), "missed": replay.get("missed"), "checks": replay.get("checks"),
+            "kl_weight": report.details.get("preserve", {}).get("kl_weight"), **extra}
 
 
 def run(runner: Runner, results: dict[str, Any]) -> None:
