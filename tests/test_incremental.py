@@ -148,7 +148,8 @@ def test_an_item_the_module_never_recalled_is_not_a_slip(tmp_path, tiny_model_di
         second = mem.write(facts[5:], namespace="people")
     replay = second.details["replay"]
     assert first.reached_target and not second.reached_target
-    assert replay["checks"][0] == {"round": 1, "recall": round(second.recall, 4), "slipped": 0, "missed": 1}
+    assert replay["checks"][0] == {"round": 1, "recall": round(second.recall, 4), "slipped": 0, "new_missed": 0,
+                                      "missed": 1}
     assert replay["repair_rounds"] == 0 and not replay["full_round"]
     assert second.slipped == [] and replay["missed"] == 1
 
@@ -183,6 +184,9 @@ def test_a_bounded_round_trains_at_the_warm_config_and_the_full_round_at_the_giv
     ex = [Example(item_id=i, format="qa", prompt="q", completion="a", probe=True) for i in "abc"]
     inc = Incremental(SimpleNamespace(), cfg, {"a", "b"}, ex, ex[2:], bounded=True, missed_before=["b"])
     assert inc.before == {"a"}
+    first = inc.first_round()  # c (new) + 1 of a, b replayed: only the new item is probed during the round
+    assert {e.item_id for e in first if e.probe} == {"c"} and len(first) == 2
+    assert {e.item_id: e.probe for e in inc._round(["a"])}["a"]  # a slipped item is probed in its repair round
     warm = inc.round_config(cfg)
     assert (warm.lr, warm.min_epochs) == (pytest.approx(5e-4), 3)
     inc.fell_back = True

@@ -26,8 +26,9 @@ class Incremental:
     the write started from: an item *slipped* when that version recalled it and this one does not, and a new
     item slipped when it is not recalled. What the previous version recalled comes from its commit (``missed``
     in its report), or from one check of it before round 1 for versions written before that field. The round
-    is kept when recall >= ``target_recall`` or nothing slipped (items the module never recalled are not this
-    write's to repair: a bounded write does not pay for them). Otherwise another round trains on the slipped
+    is kept when the new items are learnt (a ``target_recall`` share of them) and recall >= ``target_recall``
+    or no held item slipped (items the module never recalled are not this write's to repair: a bounded write
+    does not pay for them). Otherwise another round trains on the slipped
     items, the new items and a fresh replay sample, up to ``repair_rounds``; if items still slip (on a small
     model, a few can trade places round after round), ``full_fallback`` adds one last round on every item, the
     full write's data. Training is warm (from the previous version), so a small write into a big module costs
@@ -59,10 +60,17 @@ class Incremental:
         self.recall: float | None = None
 
     def _round(self, extra: Sequence[str] = ()) -> list[Example]:
+        """The new items, ``extra`` (what slipped) and a fresh replay sample. Only the first two are probed during
+        the round: the round stops once they are recalled, not once most of its items are (32 replayed items
+        could carry a round past a new item it never learnt); the full check after it covers the rest."""
         n = self.tcfg.replay_items
-        sample = set(self.rng.sample(self.held, n)) if self.bounded and n is not None else set(self.held)
-        keep = self.new_ids | sample | set(extra)
-        return [e for e in self.examples if e.item_id in keep]
+        if not self.bounded or n is None:
+            return list(self.examples)  # a full round: every item trained and probed
+        sample = set(self.rng.sample(self.held, n))
+        focus = self.new_ids | set(extra)
+        keep = focus | sample
+        return [e if e.item_id in focus or not e.probe else dataclasses.replace(e, probe=False)
+                for e in self.examples if e.item_id in keep]
 
     def first_round(self) -> list[Example]:
         if self.bounded and self.tcfg.replay_items is not None:
@@ -100,11 +108,13 @@ class Incremental:
         missed, self.recall = self._check(model, [e for e in self.examples if e.probe])
         self.missed = sorted(missed)
         known = self.before if self.before is not None else set(self.held)
-        self.slipped = sorted(missed & (known | self.new_ids))
+        lost, unlearnt = missed & known, missed & self.new_ids
+        self.slipped = sorted(lost | unlearnt)
         result.recall, result.reached_target = self.recall, self.recall >= self.tcfg.target_recall
+        learnt = len(self.new_ids) - len(unlearnt) >= self.tcfg.target_recall * len(self.new_ids)
         self.checks.append({"round": "full" if self.fell_back else self.rounds + 1, "recall": round(self.recall, 4),
-                            "slipped": len(self.slipped), "missed": len(self.missed)})
-        if result.reached_target or not self.slipped or self.fell_back:
+                            "slipped": len(self.slipped), "new_missed": len(unlearnt), "missed": len(self.missed)})
+        if (learnt and (result.reached_target or not lost)) or self.fell_back:
             return []
         if self.rounds >= self.tcfg.repair_rounds:
             if not self.tcfg.full_fallback:
