@@ -69,3 +69,26 @@ def test_embedded_alias_is_converted_once_and_cached(written):
     path = models.resolve_alias("smollm2-135m")
     assert (path / "model.safetensors").exists() and (path / "config.json").exists()
     assert "quantization_config" not in json.loads((path / "config.json").read_text())
+
+
+def test_one_more_fact_is_a_bounded_write_that_keeps_the_module(written):
+    """Issue 11: one fact into the 30-fact module, replaying 8 held facts at 0.1x the learning rate. The new fact
+    is recalled, the 30 are recalled as before (one may trade places), in well under the first write's time.
+    Last in this file: it adds a version to the module the tests above read."""
+    import dataclasses
+
+    store, mem, facts, first = written
+    before = _score(mem.ask([f.canonical_question for f in facts], namespace="towns"), facts)
+    new = Fact("Wren Halloway", "home town", "Brackenholt")
+    train = dataclasses.replace(mem.train_config, replay_items=8, warm_lr_scale=0.1, kl_weight=0.0)
+    report = mem.write(new, namespace="towns", train=train, synth=SynthConfig(context_mix=False))
+    held = _score(mem.ask([f.canonical_question for f in facts], namespace="towns"), facts)
+    learnt = _score(mem.ask([new.canonical_question], namespace="towns"), [new])
+    share = report.seconds / first.seconds
+    replay = report.details["replay"]
+    print(f"\none more fact: {report.seconds:.0f} s = {share:.2f}x the first write's {first.seconds:.0f} s; "
+          f"held {before:.0%} -> {held:.0%}, new {learnt:.0%}; rounds {replay.get('checks')}")
+    assert replay["bounded"] and replay["replayed"] == 8 and not replay["full_round"]
+    assert learnt == 1.0
+    assert held >= before - 1 / len(facts)
+    assert share <= 0.5
