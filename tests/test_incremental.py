@@ -112,8 +112,8 @@ def test_when_repairs_run_out_one_last_round_replays_every_item(tmp_path, tiny_m
     assert report.slipped == [stuck] and not report.reached_target
 
 
-def _always_miss(monkeypatch, item_id: list[str], full: int = 0):  # type: ignore[no-untyped-def]
-    """Every teacher-forced check (train's and the write's) misses the probes of ``item_id[0]``; checks of
+def _always_miss(monkeypatch, item_id: str, full: int = 0):  # type: ignore[no-untyped-def]
+    """Every teacher-forced check (train's and the write's) misses the probes of ``item_id``; checks of
     ``full`` probes (the write's check of every held item) recall all the others."""
     real_recall, real_encode = train_mod.exact_recall, train_mod.encode_all
     seen: list[list[Example]] = []
@@ -125,7 +125,7 @@ def _always_miss(monkeypatch, item_id: list[str], full: int = 0):  # type: ignor
     def fake_recall(model, encoded, *args):  # type: ignore[no-untyped-def]
         hits = real_recall(model, encoded, *args) if len(encoded) != full else [True] * full
         mine = next(s for s in reversed(seen) if len(s) == len(encoded))
-        return [h and e.item_id != item_id[0] for h, e in zip(hits, mine)]
+        return [h and e.item_id != item_id for h, e in zip(hits, mine)]
 
     monkeypatch.setattr(train_mod, "exact_recall", fake_recall)
     monkeypatch.setattr(train_mod, "encode_all", spy_encode)
@@ -135,11 +135,11 @@ def test_an_item_the_module_never_recalled_is_not_a_slip(tmp_path, tiny_model_di
     """A bounded write is judged against the version it starts from: the one item that version did not recall
     (its commit records it) is reported, not repaired, and costs no repair or full round."""
     mem = _open(tmp_path, tiny_model_dir, replay_items=1, target_recall=0.8)
-    never = [facts[0].id]
+    never = facts[0].id
     _always_miss(monkeypatch, never)
     first = mem.write(facts[:5], namespace="people")  # 4 of 5 reach the target
     info, = mem.store.modules("people")
-    assert info.report["missed"] == [never[0]]  # the commit records what it does not recall
+    assert info.report["missed"] == [never]  # the commit records what it does not recall
     # Reopened at a target 5 of 6 cannot reach: before, every check below it meant a repair round.
     mem = _open(tmp_path, tiny_model_dir, replay_items=1, target_recall=0.9)
     probes = len([e for e in mem.store.examples("people", [it.id for it in mem.items("people")]) if e.probe])

@@ -19,8 +19,8 @@ class Incremental:
     Round 1 trains on the new items' examples and the examples of ``replay_items`` held items sampled at random
     (all of them when ``replay_items`` is None, the module is new, or ``bounded`` is False, as for a rebuild from
     fresh weights: then round 1 is the whole set and nothing else runs). A bounded round is short: it trains at
-    ``lr x warm_lr_scale`` for at least ``min(min_epochs, warm_min_epochs)`` passes, until its own items are
-    recalled.
+    ``lr x warm_lr_scale`` for at least ``min(min_epochs, warm_min_epochs)`` passes, until its new (and slipped)
+    items are recalled; the replayed ones are trained, not probed, during the round.
 
     After it, every held item is checked once (teacher-forced probes, one pass) and judged against the version
     the write started from: an item *slipped* when that version recalled it and this one does not, and a new
@@ -52,8 +52,7 @@ class Incremental:
         self.slipped: list[str] = []
         self.missed: list[str] = []  # every item this version does not recall, at its last check (the commit keeps it)
         # Items the starting version recalls: None until known (its commit's record, or baseline()).
-        held_set = set(self.held)
-        self.before: set[str] | None = held_set - set(missed_before) if missed_before is not None else None
+        self.before: set[str] | None = set(held) - set(missed_before) if missed_before is not None else None
         self.checks: list[dict[str, Any]] = []
         self.replayed = len(self.held)
         self.check_s = 0.0
