@@ -326,7 +326,7 @@ def recall_with_context(
     probes) of ``held`` and ``added``. Reported beside the bare recall, which alone decides when training stops: a
     module that recalls bare questions but copies from a context is what context-mixed training is for, so
     measure it. A bounded write passes no ``held`` (its added items only): the contexts are long, and asking
-    every held item with one cost a small write into 100 entries 38 s, more than its training rounds."""
+    every held item with one can cost a small write more than its training rounds."""
     from .synth import context_probes
     from .train import encode_all, exact_recall
 
